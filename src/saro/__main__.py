@@ -1,0 +1,3 @@
+from saro.cli import main
+
+main()

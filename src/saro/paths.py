@@ -1,0 +1,30 @@
+"""Where saro keeps its caches and finds the packaged asset files (read as files, never imported)."""
+
+from __future__ import annotations
+
+import os
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+from saro.errors import SaroError
+
+
+def cache_dir() -> Path:
+    """Cache root: $SARO_CACHE, else ~/.cache/saro."""
+    root = os.environ.get("SARO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "saro")
+    p = Path(root)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def package_file(dist: str, rel: str) -> Path:
+    """A data file shipped inside an installed distribution (installed with --no-deps, never imported)."""
+    try:
+        p = Path(distribution(dist).locate_file(rel))
+    except PackageNotFoundError:
+        raise SaroError(
+            f"package '{dist}' is not installed; run `make setup` (it installs the asset packages with --no-deps)"
+        ) from None
+    if not p.exists():
+        raise SaroError(f"{rel} not found in package '{dist}' ({p})")
+    return p
