@@ -40,6 +40,18 @@ def setup_logging(verbose: bool = False) -> None:
     for name in ("transformers", "datasets", "accelerate", "httpx", "sentence_transformers"):
         logging.getLogger(name).setLevel(logging.WARNING if not verbose else logging.INFO)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Turn off the per-file progress bars of transformers/datasets (our own bars show stage progress)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
 
 
 def progress_enabled() -> bool:
