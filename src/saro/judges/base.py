@@ -1,0 +1,155 @@
+"""The judge interface: a judge turns (prompt, response) pairs into verdicts; judges are looked up by name.
+
+Every judge has an explicit "unparseable" outcome (no final answer, or a judge output we cannot read), so that a
+broken generation or a broken judge is counted as such instead of silently becoming "safe" or "complied".
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from saro.errors import SaroError
+
+log = logging.getLogger(__name__)
+
+UNPARSEABLE = "unparseable"
+
+# modules that register the built-in judges when imported (they import heavy libraries lazily)
+_BUILTIN_MODULES = ("saro.judges.refusal", "saro.judges.guard", "saro.judges.llm")
+
+
+@dataclass
+class JudgeInput:
+    """One item to judge: the user prompt and the full assistant turn (possibly with ``<think>...</think>``)."""
+
+    prompt: str
+    response: str
+
+
+@dataclass
+class Verdict:
+    """A judge's verdict: a label from the judge's ``labels``, an optional score, and the judge's raw output."""
+
+    label: str
+    score: float | None = None
+    raw: str | None = None
+
+    @property
+    def parseable(self) -> bool:
+        return self.label != UNPARSEABLE
+
+
+class Judge(ABC):
+    """Base class of all judges. Subclasses set ``labels`` and implement ``judge``."""
+
+    name: ClassVar[str] = "base"
+    labels: ClassVar[tuple[str, ...]] = (UNPARSEABLE,)
+
+    @abstractmethod
+    def judge(self, items: Sequence[JudgeInput]) -> list[Verdict]:
+        """One verdict per item, in order."""
+
+    def judge_one(self, prompt: str, response: str) -> Verdict:
+        """Convenience: judge a single (prompt, response)."""
+        return self.judge([JudgeInput(prompt, response)])[0]
+
+    def close(self) -> None:
+        """Release models or clients held by the judge."""
+        return None
+
+
+J = TypeVar("J", bound=type[Judge])
+_REGISTRY: dict[str, type[Judge]] = {}
+
+
+def register_judge(name: str) -> Callable[[J], J]:
+    """Class decorator: register a judge class under ``name`` (also sets its ``name``)."""
+
+    def deco(cls: J) -> J:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"judge '{name}' registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def _load_builtins() -> None:
+    for mod in _BUILTIN_MODULES:
+        importlib.import_module(mod)
+
+
+def list_judges() -> list[str]:
+    """Names of all registered judges, sorted."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def get_judge(name: str, **kwargs: Any) -> Judge:
+    """Build a judge by registry name; an unknown name is a SaroError that suggests the closest one."""
+    _load_builtins()
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1, cutoff=0.4)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise SaroError(f"unknown judge '{name}'; {hint}available: {', '.join(sorted(_REGISTRY))}")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise SaroError(f"judge '{name}': bad option ({e})") from None
+
+
+# ------------------------------------------------------------------------------------------------- agreement
+
+
+def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
+    """Cohen's kappa of two label sequences of equal length (None when there is no item)."""
+    n = len(a)
+    if n == 0:
+        return None
+    po = sum(x == y for x, y in zip(a, b, strict=True)) / n
+    cats = set(a) | set(b)
+    pe = sum((list(a).count(c) / n) * (list(b).count(c) / n) for c in cats)
+    if (
+        pe >= 1.0
+    ):  # both raters used one and the same label throughout: agreement is perfect but uninformative
+        return 1.0 if po == 1.0 else 0.0
+    return (po - pe) / (1.0 - pe)
+
+
+def agreement_matrix(labels_by_judge: dict[str, list[str]]) -> dict[str, Any]:
+    """Pairwise agreement and Cohen's kappa between judges, over the items both judges could parse.
+
+    Labels are compared as strings, so judges should share a vocabulary (map e.g. refused/complied to
+    safe/unsafe before calling when mixing kinds). Returns ``{"judges": [...], "pairs": {"a|b": {...}},
+    "agreement": [[...]], "kappa": [[...]]}`` with None where no item was parseable by both.
+    """
+    names = list(labels_by_judge)
+    lengths = {len(v) for v in labels_by_judge.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"judges labelled different numbers of items: {sorted(lengths)}")
+    k = len(names)
+    agree: list[list[float | None]] = [[None] * k for _ in range(k)]
+    kappa: list[list[float | None]] = [[None] * k for _ in range(k)]
+    pairs: dict[str, dict[str, Any]] = {}
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            both = [
+                (x, y)
+                for x, y in zip(labels_by_judge[a], labels_by_judge[b], strict=True)
+                if x != UNPARSEABLE and y != UNPARSEABLE
+            ]
+            n = len(both)
+            ag = sum(x == y for x, y in both) / n if n else None
+            kp = cohen_kappa([x for x, _ in both], [y for _, y in both]) if n else None
+            agree[i][j], kappa[i][j] = ag, kp
+            if i < j:
+                pairs[f"{a}|{b}"] = {"n": n, "agreement": ag, "kappa": kp}
+    return {"judges": names, "pairs": pairs, "agreement": agree, "kappa": kappa}

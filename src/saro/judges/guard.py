@@ -1,0 +1,1 @@
+"""Llama-Guard-3 and WildGuard classifier judges (being written)."""

@@ -1,0 +1,1 @@
+"""LLM-as-judge and the StrongREJECT rubric judge (being written)."""
