@@ -1,0 +1,1 @@
+"""Prompt sources, the project's own seed prompts, and jailbreak attacks."""
