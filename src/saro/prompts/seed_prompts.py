@@ -1,0 +1,157 @@
+"""The project's own seed prompts: benign general-assistant requests and borderline (risky-looking, benign) ones.
+
+They are written by us, not copied from public benchmarks, so they can be used for training without contaminating
+the evaluation sets. They ship as YAML next to this module; loading validates them strictly, because a typo in a
+category or a duplicated prompt would silently skew the training mix.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from saro.errors import SaroError
+from saro.policy import NONE, load_policy
+
+logger = logging.getLogger(__name__)
+
+SEED_DIR = Path(__file__).with_name("seeds")
+SeedKind = Literal["benign", "borderline"]
+SEED_KINDS: tuple[str, ...] = ("benign", "borderline")
+
+# Over-refusal traps a borderline prompt is built around (see the header of seeds/borderline.yaml).
+TRAPS: tuple[str, ...] = (
+    "homonym",
+    "figurative",
+    "safe_target",
+    "safe_context_fiction",
+    "safe_context_history",
+    "definition",
+    "public_figure",
+    "safety_information",
+    "privacy_self",
+    "harm_reduction",
+    "education",
+)
+
+# Keys of the returned dicts.
+TEXT = "text"
+KIND = "kind"
+CATEGORY = "category"
+DOMAIN = "domain"
+TRAP = "trap"
+
+
+class _Item(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    text: str
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("empty text")
+        return v
+
+
+class _BenignItem(_Item):
+    domain: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+
+
+class _BorderlineItem(_Item):
+    category: str
+    trap: str
+
+    @field_validator("trap")
+    @classmethod
+    def _known_trap(cls, v: str) -> str:
+        if v not in TRAPS:
+            raise ValueError(f"unknown trap '{v}' (known: {', '.join(TRAPS)})")
+        return v
+
+
+class _SeedFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    version: Literal[1]
+    prompts: list[dict] = Field(min_length=1)
+
+
+def _where(loc: tuple[int | str, ...], prefix: str = "") -> str:
+    """A pydantic error location as a path like ``prompts[3].text``."""
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out or "top level"
+
+
+def normalize(text: str) -> str:
+    """Case- and whitespace-insensitive form of a prompt, used to find duplicates."""
+    return " ".join(text.split()).casefold()
+
+
+def seed_path(kind: SeedKind) -> Path:
+    """The packaged YAML file holding the seed prompts of ``kind``."""
+    if kind not in SEED_KINDS:
+        raise SaroError(f"unknown seed kind '{kind}' (known: {', '.join(SEED_KINDS)})")
+    return SEED_DIR / f"{kind}.yaml"
+
+
+def load_seeds(kind: SeedKind) -> list[dict]:
+    """The packaged seed prompts of ``kind`` as dicts ``{text, kind, category, domain|trap}``, validated."""
+    return _load_seeds(kind, seed_path(kind))
+
+
+def _load_seeds(kind: SeedKind, path: str | Path) -> list[dict]:
+    """Read and validate a seed file; any problem is a one-line SaroError naming the file and item index."""
+    if kind not in SEED_KINDS:
+        raise SaroError(f"unknown seed kind '{kind}' (known: {', '.join(SEED_KINDS)})")
+    p = Path(path)
+    if not p.is_file():
+        raise SaroError(f"{p}: seed file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SaroError(f"{p}: not valid UTF-8") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise SaroError(f"{p}{line}: invalid YAML") from None
+    try:
+        seed_file = _SeedFile.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise SaroError(f"{p}: {_where(err['loc'])}: {err['msg']}") from None
+
+    model: type[_Item] = _BenignItem if kind == "benign" else _BorderlineItem
+    categories = set(load_policy().ids)
+    seen: dict[str, int] = {}
+    out: list[dict] = []
+    for i, raw in enumerate(seed_file.prompts):
+        try:
+            item = model.model_validate(raw)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise SaroError(f"{p}: {_where(err['loc'], f'prompts[{i}]')}: {err['msg']}") from None
+        key = normalize(item.text)
+        if key in seen:
+            raise SaroError(f"{p}: prompts[{i}]: duplicate of prompts[{seen[key]}]: {item.text[:60]!r}")
+        seen[key] = i
+        if isinstance(item, _BenignItem):
+            out.append({TEXT: item.text, KIND: kind, CATEGORY: NONE, DOMAIN: item.domain})
+            continue
+        assert isinstance(item, _BorderlineItem)
+        if item.category not in categories:
+            raise SaroError(
+                f"{p}: prompts[{i}].category: unknown policy category '{item.category}' "
+                f"(known: {', '.join(sorted(categories))})"
+            )
+        out.append({TEXT: item.text, KIND: kind, CATEGORY: item.category, TRAP: item.trap})
+    logger.debug("loaded %d %s seed prompts from %s", len(out), kind, p)
+    return out
