@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from saro.console import make_progress
 from saro.errors import SaroError
@@ -33,13 +33,28 @@ class SamplingParams:
     reasoning_budget: int | None = None
 
 
+GenStatus = Literal["ok", "rejected", "error"]
+
+
 @dataclass(frozen=True)
 class Generation:
-    """One generated assistant turn."""
+    """One generated assistant turn.
+
+    ``status`` is "ok" for a usable answer, "rejected" when every answer failed the caller's validation
+    (``text`` holds the last one, ``error`` the reason), and "error" when the request itself kept failing
+    (``error`` says why; a re-run asks again, since failures are never cached).
+    """
 
     text: str
     finished: bool  # ended with the end-of-turn token (not cut by max_new_tokens)
     tokens: int
+    status: GenStatus = "ok"
+    error: str | None = None
+    cached: bool = False  # served from the on-disk request cache
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
 
 class Generator:

@@ -1,0 +1,170 @@
+"""The ``vllm`` backend: the vLLM offline engine (GPU only; installed with ``pip install 'saro[gpu]'``).
+
+vLLM is imported inside the constructor, so ``import saro`` never needs it. Prompts are rendered with the
+tokenizer's chat template (optionally one of our training templates, so generation sees the format training used)
+and sent to ``llm.generate`` in chunks, so callers write results as each chunk finishes. A reasoning budget is
+applied in two phases as in :class:`~saro.models.generate.HFGenerator`: think for at most ``budget`` tokens, close
+the think block where the model did not, and let it answer with the rest of the token budget.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from saro.console import make_progress
+from saro.errors import SaroError
+from saro.models.generate import Conversation, Generation, Generator, SamplingParams, register_backend
+from saro.reasoning import THINK_CLOSE, THINK_OPEN
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "vllm is not installed; pip install 'saro[gpu]' in a GPU environment"
+
+
+def _import_vllm() -> tuple[Any, Any]:
+    try:
+        from vllm import LLM
+        from vllm import SamplingParams as VSamplingParams
+    except ImportError:
+        raise SaroError(INSTALL_HINT) from None
+    return LLM, VSamplingParams
+
+
+class VLLMGenerator(Generator):
+    """vLLM offline generation: tensor parallel, n samples per prompt in one request, seeded sampling."""
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        seed: int = 0,
+        chat_template: str | None = None,
+        batch_size: int = 512,
+        trust_remote_code: bool = False,
+        label: str | None = None,
+        **engine_kw: Any,
+    ) -> None:
+        LLM, self._SP = _import_vllm()
+        from saro.models.loading import resolve_source
+
+        source = resolve_source(model)
+        kw: dict[str, Any] = {
+            "model": source,
+            "tensor_parallel_size": tensor_parallel_size,
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "dtype": dtype,
+            "seed": seed,
+            "trust_remote_code": trust_remote_code,
+            **engine_kw,
+        }
+        if max_model_len is not None:
+            kw["max_model_len"] = max_model_len
+        log.info("loading %s in vLLM (tensor_parallel_size=%d)", source, tensor_parallel_size)
+        self.llm = LLM(**kw)
+        self.tok = self.llm.get_tokenizer()
+        if chat_template:
+            from saro.models.templates import install_template
+
+            install_template(self.tok, chat_template)
+        self.batch_size = max(1, batch_size)
+        self.label = label or model
+
+    def _prompts(self, conversations: Sequence[Conversation]) -> list[str]:
+        return [
+            self.tok.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True)
+            for c in conversations
+        ]
+
+    def _sampling(self, params: SamplingParams, max_tokens: int, n: int, seed: int) -> Any:
+        """Our SamplingParams -> vLLM's (greedy when temperature is 0)."""
+        kw: dict[str, Any] = {"n": n, "max_tokens": max_tokens, "seed": seed}
+        if params.temperature > 0:
+            kw.update(temperature=params.temperature, top_p=params.top_p)
+        else:
+            kw.update(temperature=0.0, top_p=1.0)
+        return self._SP(**kw)
+
+    def _run(self, prompts: list[str], sp: Any) -> list[list[Generation]]:
+        outs = self.llm.generate(prompts, sp, use_tqdm=False)
+        return [
+            [Generation(o.text, o.finish_reason == "stop", len(o.token_ids)) for o in req.outputs]
+            for req in outs
+        ]
+
+    def _generate_prompts(
+        self, prompts: list[str], params: SamplingParams, seed: int
+    ) -> list[list[Generation]]:
+        budget = params.reasoning_budget
+        if not budget or budget >= params.max_new_tokens:
+            return self._run(prompts, self._sampling(params, params.max_new_tokens, params.n, seed))
+        first = self._run(prompts, self._sampling(params, budget, params.n, seed))
+        todo: list[tuple[int, int]] = []
+        cont: list[str] = []
+        for i, gens in enumerate(first):
+            for j, g in enumerate(gens):
+                if g.finished:
+                    continue
+                partial = g.text
+                if THINK_CLOSE not in partial:
+                    if THINK_OPEN not in partial:
+                        partial = THINK_OPEN + "\n" + partial
+                    partial = partial.rstrip() + "\n" + THINK_CLOSE + "\n"
+                todo.append((i, j))
+                cont.append(partial)
+        if not todo:
+            return first
+        rest = self._sampling(params, params.max_new_tokens - budget, 1, seed + 1)
+        second = self._run([prompts[i] + cont[k] for k, (i, _) in enumerate(todo)], rest)
+        out = [list(g) for g in first]
+        for k, (i, j) in enumerate(todo):
+            s = second[k][0]
+            out[i][j] = Generation(cont[k] + s.text, s.finished, first[i][j].tokens + s.tokens)
+        return out
+
+    def generate_batches(
+        self, conversations: Sequence[Conversation], params: SamplingParams, description: str = "generating"
+    ) -> Iterator[tuple[list[int], list[list[Generation]]]]:
+        """Yield (indices, generations) chunk by chunk of ``batch_size`` conversations, in input order."""
+        prompts = self._prompts(conversations)
+        with make_progress() as prog:
+            task = prog.add_task(f"{description} ({self.label})", total=len(prompts))
+            for b in range(0, len(prompts), self.batch_size):
+                idx = list(range(b, min(b + self.batch_size, len(prompts))))
+                gens = self._generate_prompts([prompts[i] for i in idx], params, seed=params.seed + b)
+                prog.advance(task, len(idx))
+                yield idx, gens
+
+    def close(self) -> None:
+        """Free the engine and its GPU memory, so that a later stage can load another model."""
+        try:
+            from vllm.distributed.parallel_state import (
+                destroy_distributed_environment,
+                destroy_model_parallel,
+            )
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except Exception:  # not every vLLM version has these; freeing the engine is what matters
+            pass
+        self.llm = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover
+            pass
+
+
+@register_backend("vllm")
+def _vllm(model: str, **kw: Any) -> Generator:
+    return VLLMGenerator(model, **kw)

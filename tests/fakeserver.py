@@ -1,0 +1,244 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 with fault injection, for tests and benches.
+
+``POST /v1/chat/completions`` (non-streaming) answers with a well-formed ``<think>`` reasoning + answer built from
+the last user message, or, by configurable fractions, with HTTP 500, HTTP 429, a hang longer than the client's
+timeout, or malformed text. Which one is decided by a hash of (seed, request content, how many times that exact
+request was seen), so a run is reproducible and a retried request gets a fresh draw. Counters record every request.
+
+    with FakeServer(p_500=0.2, p_timeout=0.1, p_malformed=0.1, latency=0.01) as srv:
+        OpenAIGenerator(model="fake", base_url=srv.url, ...)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+MALFORMED = (
+    "Sure, here is my answer without any reasoning.",
+    "<think>\nI started to reason about this but never closed the block",
+    "",
+)
+
+
+def good_reasoning(user: str) -> tuple[str, str]:
+    """(reasoning, answer) for a user message: several steps, one reflection, a decision."""
+    quoted = " ".join(user.split())[:200]
+    reasoning = (
+        f'The user asks: "{quoted}". I first work out what is being asked and why.\n\n'
+        "The relevant policy clause is general assistance; nothing in the request is disallowed.\n\n"
+        "Wait, could there be a harmful reading? Considering it, the benign reading is the plausible one.\n\n"
+        "Decision: help."
+    )
+    return reasoning, f"Here is my answer to: {quoted}"
+
+
+class FakeServer:
+    """OpenAI-compatible fake server; use as a context manager (``url`` ends in ``/v1``).
+
+    p_500 / p_429 / p_timeout / p_malformed: fractions of requests that fail that way (drawn per attempt).
+    latency: seconds added to every response, plus up to latency_jitter more (drawn like the outcome, so
+    answers come back out of order). timeout_sleep: how long a "timeout" hangs (longer than the client's
+    timeout). reasoning_field: return the reasoning in ``reasoning_content`` (vLLM convention) instead of inline.
+    api_key: when set, requests must carry it; a wrong one gets a 401 that echoes it (as some providers do).
+    models: when set, other model names get a 404.
+    bad_request_marker: a user message containing it gets a 400 (like a context-length or content-filter error).
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        p_500: float = 0.0,
+        p_429: float = 0.0,
+        p_timeout: float = 0.0,
+        p_malformed: float = 0.0,
+        latency: float = 0.0,
+        latency_jitter: float = 0.0,
+        timeout_sleep: float = 3.0,
+        reasoning_field: bool = False,
+        api_key: str | None = None,
+        models: set[str] | None = None,
+        bad_request_marker: str | None = None,
+    ) -> None:
+        assert p_500 + p_429 + p_timeout + p_malformed <= 1.0
+        self.seed = seed
+        self.p_500, self.p_429, self.p_timeout, self.p_malformed = p_500, p_429, p_timeout, p_malformed
+        self.latency = latency
+        self.latency_jitter = latency_jitter
+        self.bad_request_marker = bad_request_marker
+        self.timeout_sleep = timeout_sleep
+        self.reasoning_field = reasoning_field
+        self.api_key = api_key
+        self.models = models
+        self.requests = 0  # every POST to /v1/chat/completions
+        self.outcomes: Counter[str] = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._seen: Counter[str] = Counter()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def reset_counts(self) -> None:
+        self.requests = 0
+        self.outcomes.clear()
+        self.max_in_flight = 0
+
+    # ------------------------------------------------------------------------------------------- behaviour
+
+    def _draw(self, body: dict[str, Any]) -> tuple[str, float]:
+        """The outcome for this request (and a second uniform draw), a function of seed, content and attempt."""
+        content = json.dumps(
+            {k: body.get(k) for k in ("model", "messages", "seed", "temperature", "top_p", "max_tokens")},
+            sort_keys=True,
+        )
+        attempt = self._seen[content]
+        self._seen[content] += 1
+        h = hashlib.sha256(f"{self.seed}\x1f{content}\x1f{attempt}".encode()).digest()
+        u = int.from_bytes(h[:8], "big") / 2**64
+        v = int.from_bytes(h[8:16], "big") / 2**64
+        edge = 0.0
+        for name, p in (
+            ("error500", self.p_500),
+            ("rate_limited", self.p_429),
+            ("timeout", self.p_timeout),
+            ("malformed", self.p_malformed),
+        ):
+            edge += p
+            if u < edge:
+                return name, v
+        return "ok", v
+
+    def _completion(self, body: dict[str, Any], content: str, reasoning: str | None) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if reasoning is not None:
+            message["reasoning_content"] = reasoning
+        toks = len(content.split()) + len((reasoning or "").split())
+        return {
+            "id": f"chatcmpl-{self.requests}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": toks, "total_tokens": 10 + toks},
+        }
+
+    async def _chat(self, request: Request) -> JSONResponse:
+        self.requests += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: Request) -> JSONResponse:
+        if self.api_key is not None:
+            got = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if got != self.api_key:
+                self.outcomes["unauthorized"] += 1
+                msg = f"Incorrect API key provided: {got}" if got else "You didn't provide an API key."
+                return JSONResponse(
+                    {"error": {"message": msg, "type": "invalid_request_error"}}, status_code=401
+                )
+        try:
+            body = await request.json()
+        except ValueError:
+            self.outcomes["bad_json"] += 1
+            return JSONResponse({"error": {"message": "invalid JSON body"}}, status_code=400)
+        if self.models is not None and body.get("model") not in self.models:
+            self.outcomes["unknown_model"] += 1
+            msg = f"The model `{body.get('model')}` does not exist."
+            return JSONResponse({"error": {"message": msg, "type": "NotFoundError"}}, status_code=404)
+        users = [m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user"]
+        if self.bad_request_marker is not None and any(self.bad_request_marker in u for u in users):
+            self.outcomes["bad_request"] += 1
+            msg = "This model's maximum context length is 8192 tokens (injected)."
+            return JSONResponse({"error": {"message": msg, "type": "invalid_request_error"}}, status_code=400)
+        outcome, v = self._draw(body)
+        self.outcomes[outcome] += 1
+        if self.latency or self.latency_jitter:
+            await asyncio.sleep(self.latency + self.latency_jitter * ((v * 7919) % 1.0))
+        if outcome == "error500":
+            return JSONResponse({"error": {"message": "internal error (injected)"}}, status_code=500)
+        if outcome == "rate_limited":
+            return JSONResponse(
+                {"error": {"message": "rate limited (injected)"}},
+                status_code=429,
+                headers={"Retry-After": "0"},
+            )
+        if outcome == "timeout":
+            await asyncio.sleep(self.timeout_sleep)
+        if outcome == "malformed":
+            return JSONResponse(self._completion(body, MALFORMED[int(v * len(MALFORMED))], None))
+        reasoning, answer = good_reasoning(users[-1] if users else "")
+        answer += f" (seed {body.get('seed')})"
+        if self.reasoning_field:
+            return JSONResponse(self._completion(body, answer, reasoning))
+        return JSONResponse(self._completion(body, f"<think>\n{reasoning}\n</think>\n{answer}", None))
+
+    async def _models(self, request: Request) -> JSONResponse:
+        names = sorted(self.models or {"fake"})
+        return JSONResponse({"object": "list", "data": [{"id": m, "object": "model"} for m in names]})
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+
+    def start(self) -> FakeServer:
+        app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+            ]
+        )
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+            backlog=256,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-openai", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("fake OpenAI server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = self._thread = None
+
+    def __enter__(self) -> FakeServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
