@@ -1,15 +1,33 @@
-"""Judges: refusal (rule-based), harmfulness classifiers (Llama-Guard-3, WildGuard), LLM-as-judge, StrongREJECT."""
+"""Judges: refusal (rule-based), harmfulness classifiers (Llama-Guard-3, WildGuard), LLM-as-judge, StrongREJECT.
 
+``get_judge(name, **options)`` builds one by registry name; ``judge_file`` labels any csv/jsonl of
+(prompt, response) rows, resumably.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from saro.errors import DataError, SaroError
 from saro.judges.base import (
     UNPARSEABLE,
     Judge,
     JudgeInput,
     Verdict,
     agreement_matrix,
+    cohen_kappa,
     get_judge,
     list_judges,
     register_judge,
 )
+from saro.records import JsonlWriter, atomic_write_text, iter_jsonl, read_rows, stable_id
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "UNPARSEABLE",
@@ -17,7 +35,155 @@ __all__ = [
     "JudgeInput",
     "Verdict",
     "agreement_matrix",
+    "cohen_kappa",
     "get_judge",
+    "judge_file",
     "list_judges",
     "register_judge",
 ]
+
+ID, LABEL, SCORE, INPUT_ID = "id", "label", "score", "input_id"
+
+
+def _format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    raise SaroError(f"{path}: unsupported file type '{suffix or '(none)'}' (use .csv or .jsonl)")
+
+
+def _read_csv(path: Path, cols: tuple[str, str]) -> list[tuple[int, dict[str, Any]]]:
+    """Rows with their line numbers; leading ``#`` comment lines are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(path, None, "file not found") from None
+    except UnicodeDecodeError as e:
+        raise DataError(path, None, f"not valid UTF-8 (byte offset {e.start})") from None
+    lines = text.splitlines(True)
+    skip = 0
+    while skip < len(lines) and lines[skip].lstrip().startswith("#"):
+        skip += 1
+    reader = csv.DictReader(io.StringIO("".join(lines[skip:])))
+    header = reader.fieldnames or []
+    missing = [c for c in cols if c not in header]
+    if missing:
+        raise DataError(path, skip + 1, f"missing column(s) {missing} (columns: {header})")
+    out = []
+    try:
+        for row in reader:
+            line = skip + reader.line_num
+            if None in row:
+                raise DataError(path, line, f"expected {len(header)} fields, found more")
+            absent = [k for k, v in row.items() if v is None]
+            if absent:
+                raise DataError(path, line, f"expected {len(header)} fields, missing {absent}")
+            out.append((line, dict(row)))
+    except csv.Error as e:
+        raise DataError(path, skip + reader.line_num, f"malformed csv ({e})") from None
+    return out
+
+
+def _read_input(path: Path, cols: tuple[str, str]) -> list[tuple[int, dict[str, Any]]]:
+    rows = _read_csv(path, cols) if _format(path) == "csv" else list(iter_jsonl(path))
+    for line, row in rows:
+        for c in cols:
+            if c not in row:
+                raise DataError(path, line, f"missing field '{c}'")
+            if not isinstance(row[c], str):
+                raise DataError(path, line, f"field '{c}' must be a string, not {type(row[c]).__name__}")
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    fields: list[str] = []
+    for r in rows:
+        fields.extend(k for k in r if k not in fields)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def judge_file(
+    name: str,
+    path: str | Path,
+    out: str | Path,
+    prompt_col: str = "prompt",
+    response_col: str = "response",
+    batch_size: int = 32,
+    **judge_kwargs: Any,
+) -> dict[str, Any]:
+    """Label every (prompt, response) row of a csv/jsonl file with a judge; write the rows plus ``id``,
+    ``label`` and ``score`` to ``out`` (jsonl or csv by its suffix).
+
+    Resumable: each row's id is a hash of its prompt and response; rows already in ``out`` are skipped (a csv
+    output is built from a ``.partial.jsonl`` progress file that is removed once the csv is written). Identical
+    (prompt, response) rows are judged and written once. Returns counts and the label distribution.
+    """
+    path, out = Path(path), Path(out)
+    out_fmt = _format(out)
+    cols = (prompt_col, response_col)
+    rows = _read_input(path, cols)
+
+    progress = out if out_fmt == "jsonl" else out.with_name(out.name + ".partial.jsonl")
+    if out_fmt == "csv" and out.exists() and not progress.exists():
+        # resume from a finished csv: carry its judged rows over as progress
+        with JsonlWriter(progress, fsync=False) as w:
+            for _, r in _read_csv(out, (ID, LABEL)):
+                if r[ID] and r[ID] not in w:
+                    r[SCORE] = float(r[SCORE]) if r.get(SCORE) not in (None, "") else None
+                    w.write(r)
+
+    todo: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    duplicates = already = 0
+    with JsonlWriter(progress) as writer:
+        for _, row in rows:
+            rid = stable_id(row[prompt_col], row[response_col])
+            if rid in seen:
+                duplicates += 1
+                continue
+            seen.add(rid)
+            if rid in writer:
+                already += 1
+                continue
+            rec = dict(row)
+            if ID in rec and rec[ID] != rid:
+                rec[INPUT_ID] = rec.pop(ID)
+            rec[ID] = rid
+            todo.append(rec)
+        if duplicates:
+            log.warning("%s: %d duplicate (prompt, response) rows judged once", path, duplicates)
+        if todo:
+            judge = get_judge(name, **judge_kwargs)
+            try:
+                for b in range(0, len(todo), max(1, batch_size)):
+                    batch = todo[b : b + batch_size]
+                    verdicts = judge.judge([JudgeInput(r[prompt_col], r[response_col]) for r in batch])
+                    for r, v in zip(batch, verdicts, strict=True):
+                        writer.write({**r, LABEL: v.label, SCORE: v.score})
+                    log.info("%s: judged %d / %d rows", name, min(b + batch_size, len(todo)), len(todo))
+            finally:
+                judge.close()
+
+    done = [r for r in read_rows(progress) if r.get(ID) in seen]
+    if out_fmt == "csv":
+        _write_csv(out, done)
+        progress.unlink(missing_ok=True)
+    labels = Counter(str(r.get(LABEL)) for r in done)
+    return {
+        "judge": name,
+        "input": str(path),
+        "output": str(out),
+        "rows": len(rows),
+        "unique": len(seen),
+        "duplicates": duplicates,
+        "judged": len(todo),
+        "already_done": already,
+        "labels": dict(sorted(labels.items())),
+    }

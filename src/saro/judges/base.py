@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -101,9 +102,10 @@ def get_judge(name: str, **kwargs: Any) -> Judge:
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise SaroError(f"unknown judge '{name}'; {hint}available: {', '.join(sorted(_REGISTRY))}")
     try:
-        return cls(**kwargs)
+        inspect.signature(cls).bind(**kwargs)
     except TypeError as e:
         raise SaroError(f"judge '{name}': bad option ({e})") from None
+    return cls(**kwargs)
 
 
 # ------------------------------------------------------------------------------------------------- agreement
