@@ -1,0 +1,296 @@
+"""Training configs: TRL's ``SFTConfig`` / ``DPOConfig`` plus the fields saro adds, and recipe-section builders.
+
+Only our own fields are declared here (model source, template, LoRA, audit, sample generations); everything else is
+TRL's, so a TRL upgrade cannot make the two drift apart. Environment-dependent defaults (bf16 only on a bf16 GPU, no
+pinned memory or activation checkpointing on CPU, ``use_cpu`` under a multi-process CPU launch) are resolved in
+``__post_init__`` before TRL's own checks run. Defaults that are ours but would need a re-declared TRL field
+(``logging_steps``, ``save_steps``, ``precompute_ref_log_probs``, ...) are applied by ``build_*_config``.
+"""
+
+import dataclasses
+import difflib
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import DPOConfig, SFTConfig
+
+from saro.errors import SaroError
+
+log = logging.getLogger(__name__)
+
+
+def _bf16_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@dataclass
+class _SaroFields:
+    """The fields saro adds to TRL's configs (shared by SFT and DPO). Listed first in the bases so that TRL's
+    positional ``output_dir`` stays first in ``__init__``."""
+
+    model: str = field(
+        default="embedded",
+        metadata={"help": "Model to start from: 'embedded', a local folder, or a hub id (owner/name)."},
+    )
+    template: str = field(
+        default="auto",
+        metadata={
+            "help": "Training chat template: auto, chatml, llama3, or native (the model's own, with markers)."
+        },
+    )
+    default_system: str | None = field(
+        default="native",
+        metadata={
+            "help": "Default system prompt in the template: 'native' keeps the model's own, null drops it."
+        },
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "Attention implementation (sdpa, eager, flash_attention_2); None = default."},
+    )
+    model_dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "Weights dtype: auto (fp32 on CPU and for full fine-tuning without DeepSpeed/FSDP, else bf16 on "
+            "a bf16 GPU), float32, bfloat16, float16."
+        },
+    )
+    use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | str = field(
+        default="all-linear", metadata={"help": "Modules that get adapters: 'all-linear' or a list of names."}
+    )
+    merge_lora: bool = field(
+        default=True, metadata={"help": "Merge the adapters into the base weights for the final model."}
+    )
+    audit: bool = field(
+        default=True,
+        metadata={"help": "Check the loss mask and lengths on the data before training; fail on problems."},
+    )
+    audit_samples: int = field(default=64, metadata={"help": "Examples tokenised by the loss-mask audit."})
+    max_truncated_share: float = field(
+        default=0.0,
+        metadata={"help": "Largest share of examples allowed to be truncated or dropped by max_length."},
+    )
+    sample_prompts: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Fixed prompts generated from during training (written to samples.jsonl, never printed)."
+        },
+    )
+    sample_every_steps: int = field(
+        default=0, metadata={"help": "Generate on sample_prompts every N optimizer steps (0 = off)."}
+    )
+    sample_max_new_tokens: int = field(default=256, metadata={"help": "Token limit for sample generations."})
+
+    def _saro_post_init(self) -> None:
+        """Resolve environment-dependent defaults before TRL/transformers validate the config."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        cuda = _cuda()
+        if not cuda and world > 1:
+            # accelerate/torchrun launched several CPU processes: without use_cpu they would each train alone.
+            self.use_cpu = True
+        if self.bf16 is None:
+            self.bf16 = bool(not self.fp16 and _bf16_gpu() and not self.use_cpu)
+        elif self.bf16 and not _bf16_gpu():
+            self.use_cpu = True  # bf16 autocast on CPU needs use_cpu (else transformers refuses bf16)
+        if self.activation_checkpointing is None:
+            # TRL turns it on by default (memory on GPUs); on CPU it only costs time.
+            self.activation_checkpointing = bool(self.gradient_checkpointing and cuda and not self.use_cpu)
+        self.gradient_checkpointing = self.activation_checkpointing  # silences the deprecated-alias warning
+        if not cuda or self.use_cpu:
+            self.dataloader_pin_memory = False
+        if self.save_total_limit is None:
+            self.save_total_limit = 2
+        if self.ddp_find_unused_parameters is None:
+            self.ddp_find_unused_parameters = False
+        if self.report_to is None:
+            self.report_to = "none"
+        if isinstance(self.lora_target_modules, str) and self.lora_target_modules != "all-linear":
+            self.lora_target_modules = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
+        if not 0.0 <= self.max_truncated_share <= 1.0:
+            raise ValueError(f"max_truncated_share must be within [0, 1], got {self.max_truncated_share}")
+        if self.sample_every_steps < 0:
+            raise ValueError("sample_every_steps must be >= 0")
+        if self.lora_r <= 0:
+            raise ValueError("lora_r must be > 0")
+
+
+@dataclass
+class SaroSFTConfig(_SaroFields, SFTConfig):
+    """Stage 1 (RW): TRL ``SFTConfig`` + saro fields. ``assistant_only_loss`` is always on (the template decides
+    what is in the loss, and the audit checks it)."""
+
+    def __post_init__(self) -> None:
+        self._saro_post_init()
+        self.assistant_only_loss = True
+        super().__post_init__()
+
+
+# The loss types TRL 1.16's DPOTrainer implements (it only checks them at the first training step).
+DPO_LOSS_TYPES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
+
+
+@dataclass
+class SaroDPOConfig(_SaroFields, DPOConfig):
+    """Stage 2 (SRPO): TRL ``DPOConfig`` + saro fields. ``ref_model`` None means the start model (the RW model);
+    with LoRA the reference is the start model with adapters disabled (no second copy)."""
+
+    ref_model: str | None = field(
+        default=None, metadata={"help": "Reference model source; None = the model DPO starts from."}
+    )
+
+    def __post_init__(self) -> None:
+        self._saro_post_init()
+        super().__post_init__()
+        bad = [t for t in self.loss_type if t not in DPO_LOSS_TYPES]
+        if bad:
+            raise ValueError(f"unknown loss_type {bad[0]!r} (one of: {', '.join(DPO_LOSS_TYPES)})")
+
+
+# Defaults that are ours but belong to TRL fields; applied under the recipe section by build_*_config.
+_COMMON_DEFAULTS: dict[str, Any] = {
+    "logging_steps": 5,
+    "save_strategy": "steps",
+    "save_steps": 50,
+    "save_total_limit": 2,
+    "report_to": "none",
+    "max_length": 2048,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0,
+    "seed": 0,
+}
+SFT_DEFAULTS: dict[str, Any] = {
+    **_COMMON_DEFAULTS,
+    "packing": False,
+}  # packing is wrong on CPU (cross-attention)
+DPO_DEFAULTS: dict[str, Any] = {
+    **_COMMON_DEFAULTS,
+    "precompute_ref_log_probs": True,
+    "beta": 0.1,
+}
+
+# Set by the stage itself, never by the user's recipe.
+RESERVED = (
+    "output_dir",
+    "logging_dir",
+    "assistant_only_loss",
+    "resume_from_checkpoint",
+    "overwrite_output_dir",
+)
+
+
+def config_fields(cls: type) -> dict[str, dataclasses.Field]:
+    """Public dataclass fields of a config class, by name."""
+    return {f.name: f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
+
+
+def _build(cls: type, stage: str, defaults: dict[str, Any], section: dict[str, Any], output_dir: str) -> Any:
+    if not isinstance(section, dict):
+        raise SaroError(f"{stage}: expected a mapping of settings, got {type(section).__name__}")
+    known = config_fields(cls)
+    for key in section:
+        if key in RESERVED:
+            raise SaroError(f"{stage}: '{key}' is set by saro, remove it from the recipe")
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.75)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise SaroError(f"{stage}: unknown key '{key}'{hint}")
+    kwargs = {**defaults, **_coerce(cls, stage, section), "output_dir": str(output_dir)}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SaroError(f"{stage}: invalid setting: {msg}") from None
+
+
+def build_sft_config(section: dict[str, Any], output_dir: str) -> SaroSFTConfig:
+    """Validated SFT config from a recipe section (unknown keys and bad values are one-line SaroErrors)."""
+    return _build(SaroSFTConfig, "train_sft", SFT_DEFAULTS, section, output_dir)
+
+
+def build_dpo_config(section: dict[str, Any], output_dir: str) -> SaroDPOConfig:
+    """Validated DPO config from a recipe section (unknown keys and bad values are one-line SaroErrors)."""
+    return _build(SaroDPOConfig, "train_dpo", DPO_DEFAULTS, section, output_dir)
+
+
+def _simple_types(tp: Any) -> tuple[type, ...] | None:
+    """(int, float, bool, str) members of a field annotation, or None when it holds anything else."""
+    import types
+    import typing
+
+    args = (
+        typing.get_args(tp)
+        if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union
+        else (tp,)
+    )
+    out = tuple(a for a in args if a is not type(None))
+    return out if out and all(a in (int, float, bool, str) for a in out) else None
+
+
+def _coerce(cls: type, stage: str, section: dict[str, Any]) -> dict[str, Any]:
+    """Type-check simple fields; accept numbers written as strings (YAML reads ``1e-5`` as a string)."""
+    if not isinstance(section, dict):
+        raise SaroError(f"{stage}: expected a mapping of settings, got {type(section).__name__}")
+    known = config_fields(cls)
+    out = dict(section)
+    for key, value in section.items():
+        f = known.get(key)
+        types_ = _simple_types(f.type) if f is not None else None
+        if types_ is None or value is None:
+            continue
+        ok = (
+            (isinstance(value, bool) and bool in types_)
+            or (isinstance(value, str) and str in types_)
+            or (not isinstance(value, bool) and isinstance(value, int) and (int in types_ or float in types_))
+            or (isinstance(value, float) and float in types_)
+        )
+        if ok:
+            continue
+        num = _number(value) if not isinstance(value, bool) else None
+        if num is not None and float in types_:
+            out[key] = num
+            continue
+        if num is not None and int in types_ and num.is_integer():
+            out[key] = int(num)
+            continue
+        want = " or ".join(
+            "true/false" if t is bool else "a number" if t in (int, float) else "text" for t in types_
+        )
+        raise SaroError(f"{stage}: '{key}' must be {want}, got {value!r}")
+    return out
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,90 @@
+"""Stage 1, Reasoning-style Warmup (RW): SFT on ``messages`` rows with the loss on the assistant turn only
+(reasoning, answer and end-of-turn token), a thin layer over TRL's ``SFTTrainer``.
+
+Reads top to bottom: tokenizer + template, data, audit, resume decision, model, train, atomic final save, metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from saro.errors import SaroError
+from saro.records import MESSAGES
+from saro.train import common
+from saro.train.audit import audit_sft
+from saro.train.config import SaroSFTConfig
+
+log = logging.getLogger(__name__)
+
+
+def train_sft(
+    cfg: SaroSFTConfig,
+    train_file: Path,
+    eval_file: Path | None = None,
+    callbacks: Iterable[Any] | None = None,
+) -> dict[str, Any]:
+    """Train the RW model; resumes from the last complete checkpoint in ``cfg.output_dir``; returns a summary.
+
+    Writes ``audit.json``, ``metrics.jsonl`` (every log), ``metrics.json`` (summary + log history) and, last and
+    atomically, ``final/`` (model + tokenizer with the training template; LoRA merged unless ``merge_lora`` is off).
+    """
+    from trl import SFTTrainer
+
+    out = Path(cfg.output_dir)
+    tok, template, eot = common.load_training_tokenizer(cfg)
+    train_ds = common.load_jsonl_dataset(Path(train_file), [MESSAGES], "train_sft")
+    eval_ds = common.load_jsonl_dataset(Path(eval_file), [MESSAGES], "train_sft") if eval_file else None
+
+    fingerprint = common.run_fingerprint("sft", cfg, [train_file, eval_file], {"template": tok.chat_template})
+    done, resume = common.prepare_run_dir(out, fingerprint, "sft")
+    if done:
+        log.info("train_sft: %s is already complete", out / common.FINAL)
+        return common.read_summary(out)
+
+    audit = audit_sft(tok, list(train_ds[MESSAGES]), eot, cfg)
+    audit["template"] = template
+    common.write_audit(out, audit)
+    if audit["problems"]:
+        if cfg.audit:
+            raise SaroError(
+                f"train_sft: data audit failed: {'; '.join(audit['problems'])} (details: {out}/audit.json)"
+            )
+        log.warning("train_sft: audit problems ignored (audit: false): %s", "; ".join(audit["problems"]))
+
+    model = common.load_training_model(cfg)
+    trainer = SFTTrainer(
+        model=model,
+        args=cfg,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tok,
+        peft_config=common.lora_config(cfg),
+        callbacks=common.stage_callbacks(cfg, tok, callbacks),
+    )
+    if resume:
+        log.info("train_sft: resuming from %s", resume.name)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+
+    summary = common.train_summary(trainer, result, "sft", resume)
+    summary["examples"] = len(train_ds)
+    summary["template"] = template
+    summary["audit_ok"] = audit["ok"]
+    summary["final_dir"] = str(out / common.FINAL)
+    common.write_metrics(out, summary, trainer.state.log_history)
+    final = common.save_final(trainer, cfg, tok, eot, {"stage": "sft", "fingerprint": fingerprint, **summary})
+    log.info(
+        "train_sft: %d steps, loss %s -> %s, %s tokens/s; model in %s",
+        summary["global_step"],
+        _fmt(summary["first_loss"]),
+        _fmt(summary["last_loss"]),
+        summary["train_tokens_per_second"],
+        final,
+    )
+    return {**summary, "audit": audit, "skipped": False}
+
+
+def _fmt(x: float | None) -> str:
+    return "?" if x is None else f"{x:.3f}"
