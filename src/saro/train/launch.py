@@ -97,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(args.verbose)
     rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:
+        logging.getLogger("saro").setLevel(
+            logging.WARNING
+        )  # one copy of the progress lines, not one per rank
     try:
         summary = run_spec(args.stage, args.spec)
     except SaroError as e:
