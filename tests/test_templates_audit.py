@@ -180,3 +180,19 @@ def test_train_sft_on_llama3_template(llama3_tokenizer: Any, tmp_path: Path) -> 
     assert summary["template"] == "llama3" and summary["audit"]["ok"] and summary["global_step"] == 2
     saved = AutoTokenizer.from_pretrained(tmp_path / "out" / "final")
     assert "<|eot_id|>" in saved.chat_template and "generation" in saved.chat_template
+
+
+def test_reinstalling_our_template_keeps_the_default_system_prompt(smollm_tokenizer: Any) -> None:
+    """A model saved by saro (RW) carries our template; DPO installs it again and must keep SmolLM2's system
+    prompt, or SRPO would train on a context the RW model never saw."""
+    from saro.models.templates import chatml_template, llama3_template, native_default_system
+
+    tok = copy.deepcopy(smollm_tokenizer)
+    before = tok.chat_template
+    assert "You are a helpful AI assistant named SmolLM" in before
+    install_template(tok, "chatml")
+    assert tok.chat_template == before
+    for system in ["It's a \\ test with 'quotes'\nand a newline", "plain"]:
+        for make in (chatml_template, llama3_template):
+            tok.chat_template = make(system)
+            assert native_default_system(tok) == system

@@ -89,10 +89,26 @@ def detect_template(tokenizer: Any) -> str:
 
 
 def native_default_system(tokenizer: Any) -> str | None:
-    """The default system prompt baked into a tokenizer's own ChatML template, if any (e.g. SmolLM2's)."""
+    """The default system prompt baked into a tokenizer's own ChatML template, if any (e.g. SmolLM2's), or into
+    one of our training templates (so a model trained by saro keeps its system prompt when trained again)."""
     tpl = getattr(tokenizer, "chat_template", None) or ""
     m = re.search(r"!= 'system' %\}\{\{ '<\|im_start\|>system\n(.*?)<\|im_end\|>", tpl, re.S)
-    return m.group(1) if m else None
+    if m:
+        return m.group(1)
+    ours = (
+        r"!= 'system' %\}\{\{- '<\|im_start\|>system\\n((?:[^'\\]|\\.)*?)<\|im_end\|>\\n' \}\}",
+        r"!= 'system' %\}\{\{- '<\|start_header_id\|>system<\|end_header_id\|>\\n\\n((?:[^'\\]|\\.)*?)<\|eot_id\|>' \}\}",
+    )
+    for pat in ours:
+        m = re.search(pat, tpl, re.S)
+        if m:
+            return _unq(m.group(1))
+    return None
+
+
+def _unq(s: str) -> str:
+    """Inverse of ``_q``: the text of a single-quoted Jinja string literal."""
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), s)
 
 
 def install_template(tokenizer: Any, name: str = "auto", default_system: str | None = "native") -> str:
