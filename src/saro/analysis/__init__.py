@@ -1,0 +1,1 @@
+"""Analyses: embedding-space overlap of prompt kinds, contamination checks."""

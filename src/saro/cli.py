@@ -1,0 +1,306 @@
+"""The ``saro`` command line: parses arguments, loads the recipe, calls one stage's ``run``; no logic of its own."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from saro.console import console, setup_logging
+from saro.errors import SaroError
+
+log = logging.getLogger("saro.cli")
+
+app = typer.Typer(
+    name="saro",
+    help="SaRO: safety alignment by policy-driven reasoning (Reasoning-style Warmup SFT + SRPO DPO).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+synth_app = typer.Typer(
+    help="Build training data: RIT-D for the warmup (rw), preference pairs for SRPO (srpo).",
+    no_args_is_help=True,
+)
+train_app = typer.Typer(
+    help="Train: Reasoning-style Warmup SFT (sft) and SRPO DPO (dpo), on TRL.", no_args_is_help=True
+)
+analyze_app = typer.Typer(
+    help="Analyses: embedding-space overlap of harmful, jailbreak and benign prompts.", no_args_is_help=True
+)
+app.add_typer(synth_app, name="synth")
+app.add_typer(train_app, name="train")
+app.add_typer(analyze_app, name="analyze")
+
+RecipeArg = Annotated[str, typer.Argument(help="Recipe YAML (path, or a name under recipes/).")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a recipe key: --set train_sft.learning_rate=1e-4"),
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Redo the stage(s) even if done.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+
+
+def _recipe(name: str, overrides: list[str] | None):
+    from saro.recipe import find_recipe, load_recipe
+
+    return load_recipe(find_recipe(name), overrides or [])
+
+
+def _stage(recipe_name: str, stage: str, overrides: list[str] | None, overwrite: bool, verbose: bool) -> None:
+    setup_logging(verbose)
+    from saro.pipeline import RunDir, run_stage, set_threads
+
+    recipe = _recipe(recipe_name, overrides)
+    set_threads(recipe.threads)
+    summary = run_stage(recipe, stage, overwrite=overwrite, run=RunDir(recipe.resolved_run_dir()))
+    console.print(f"[bold]{stage}[/bold] done: {summary}")
+
+
+@app.command()
+def demo(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Fewer prompts and steps: a first look in minutes.")
+    ] = False,
+    overwrite: OverwriteOpt = False,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run SaRO end to end on the embedded SmolLM2-135M, offline: recipes/demo.yaml into runs/demo/."""
+    run(recipe="demo-quick" if quick else "demo", set_=set_, overwrite=overwrite, verbose=verbose)
+
+
+@app.command()
+def run(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+    until: Annotated[str | None, typer.Option(help="Stop after this stage.")] = None,
+    stage: Annotated[list[str] | None, typer.Option(help="Run only these stages (repeatable).")] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run every stage of a recipe in order, skipping stages that are done with the same config."""
+    setup_logging(verbose)
+    from saro.pipeline import run_recipe
+
+    r = _recipe(recipe, set_)
+    console.print(
+        f"[bold]saro run[/bold] {r.name}: stages {', '.join(r.enabled())} -> {r.resolved_run_dir()}"
+    )
+    run_recipe(r, overwrite=overwrite, stages=stage, until=until)
+    report = r.resolved_run_dir() / "report.json"
+    if report.exists() and (until is None or until == "report"):
+        _print_summary(r.resolved_run_dir())
+
+
+def _print_summary(run_dir: Path) -> None:
+    from rich.table import Table
+
+    from saro.evaluate.report import SUMMARY_HEADER, summary_rows
+    from saro.records import read_json
+
+    report = read_json(run_dir / "report.json")
+    table = Table(title=f"saro: {report['run'].get('recipe')} (judge: {report['primary_judge']})")
+    for h in SUMMARY_HEADER:
+        table.add_column(h)
+    for row in summary_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    for suffix in ("md", "html", "json"):
+        p = run_dir / f"report.{suffix}"
+        if p.exists():
+            console.print(f"report: {p}")
+
+
+@synth_app.command("rw")
+def synth_rw(
+    recipe: RecipeArg, set_: SetOpt = None, overwrite: OverwriteOpt = False, verbose: VerboseOpt = False
+) -> None:
+    """Stage 1 data (RIT-D): teacher reasoning, k candidates, judged, Shortest Rejection Sampling."""
+    _stage(recipe, "synth_rw", set_, overwrite, verbose)
+
+
+@synth_app.command("srpo")
+def synth_srpo(
+    recipe: RecipeArg, set_: SetOpt = None, overwrite: OverwriteOpt = False, verbose: VerboseOpt = False
+) -> None:
+    """Stage 2 data: sample the RW model, build OP-COT, PP-COT and early-vs-late preference pairs."""
+    _stage(recipe, "synth_srpo", set_, overwrite, verbose)
+
+
+@app.command("prompts")
+def prompts_cmd(
+    recipe: RecipeArg, set_: SetOpt = None, overwrite: OverwriteOpt = False, verbose: VerboseOpt = False
+) -> None:
+    """Draw and label the recipe's prompt sets (disjoint rw / srpo / eval), with jailbreak attacks applied."""
+    _stage(recipe, "prompts", set_, overwrite, verbose)
+
+
+@train_app.command("sft")
+def train_sft(
+    recipe: RecipeArg, set_: SetOpt = None, overwrite: OverwriteOpt = False, verbose: VerboseOpt = False
+) -> None:
+    """Reasoning-style Warmup: SFT on RIT-D (loss on reasoning, answer and end-of-turn)."""
+    _stage(recipe, "train_sft", set_, overwrite, verbose)
+
+
+@train_app.command("dpo")
+def train_dpo(
+    recipe: RecipeArg, set_: SetOpt = None, overwrite: OverwriteOpt = False, verbose: VerboseOpt = False
+) -> None:
+    """SRPO: DPO on the reasoning-process preference pairs, reference = the RW model."""
+    _stage(recipe, "train_dpo", set_, overwrite, verbose)
+
+
+@app.command("eval")
+def eval_cmd(
+    recipe: RecipeArg, set_: SetOpt = None, overwrite: OverwriteOpt = False, verbose: VerboseOpt = False
+) -> None:
+    """Generate with each model on the held-out suites, judge, and compute metrics with intervals."""
+    _stage(recipe, "eval", set_, overwrite, verbose)
+
+
+@app.command()
+def report(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    show_unsafe: Annotated[
+        bool, typer.Option("--show-unsafe", help="Show harmful completions unredacted.")
+    ] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write report.json / report.md / report.html for a run and print the summary table."""
+    overrides = list(set_ or []) + (["report.show_unsafe=true"] if show_unsafe else [])
+    _stage(recipe, "report", overrides, True, verbose)
+    r = _recipe(recipe, overrides)
+    _print_summary(r.resolved_run_dir())
+
+
+@app.command()
+def judge(
+    name: Annotated[
+        str, typer.Argument(help="Judge name (refusal, llama_guard, wildguard, llm_harm, strongreject).")
+    ],
+    file: Annotated[Path, typer.Argument(help="csv or jsonl with prompt and response columns.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output file (jsonl or csv); default: FILE.<judge>.jsonl")
+    ] = None,
+    prompt_col: Annotated[str, typer.Option(help="Prompt column.")] = "prompt",
+    response_col: Annotated[str, typer.Option(help="Response column.")] = "response",
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-o", help="Judge option KEY=VALUE.")
+    ] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Label existing (prompt, response) rows with a judge; resumable."""
+    setup_logging(verbose)
+    import yaml
+
+    from saro.judges import judge_file
+
+    kw = {}
+    for o in option or []:
+        if "=" not in o:
+            raise SaroError(f"--option {o!r}: expected KEY=VALUE")
+        k, v = o.split("=", 1)
+        kw[k] = yaml.safe_load(v)
+    out = out or file.with_name(f"{file.stem}.{name}.jsonl")
+    summary = judge_file(name, file, out, prompt_col=prompt_col, response_col=response_col, **kw)
+    console.print(f"wrote {out}: {summary}")
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Argument(help="Model folder, 'embedded', or a hub id.")],
+    host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    api_key: Annotated[
+        str | None, typer.Option(help="Require this bearer token (or set SARO_API_KEY).")
+    ] = None,
+    hide_reasoning: Annotated[bool, typer.Option(help="Do not return reasoning_content.")] = False,
+    reasoning_budget: Annotated[int | None, typer.Option(help="Cap the thinking tokens.")] = None,
+    max_batch_size: Annotated[int, typer.Option(help="Requests batched together.")] = 8,
+    model_name: Annotated[str | None, typer.Option(help="Model name served (default: folder name).")] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """OpenAI-compatible API for a model: reasoning in reasoning_content, answer in content."""
+    setup_logging(verbose)
+    from saro.serve import serve as _serve
+
+    _serve(
+        model,
+        host=host,
+        port=port,
+        api_key=api_key,
+        hide_reasoning=hide_reasoning,
+        reasoning_budget=reasoning_budget,
+        max_batch_size=max_batch_size,
+        model_name=model_name,
+    )
+
+
+@app.command()
+def chat(
+    model: Annotated[str, typer.Argument(help="Model folder, 'embedded', or a server URL (http://...).")],
+    hide_reasoning: Annotated[bool, typer.Option(help="Hide the reasoning.")] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Interactive chat in the terminal; reasoning shown dimmed."""
+    setup_logging(verbose)
+    from saro.chat import chat as _chat
+
+    _chat(model, hide_reasoning=hide_reasoning)
+
+
+@app.command("sources")
+def sources_cmd() -> None:
+    """List the registered prompt sources, jailbreak attacks and judges."""
+    from rich.table import Table
+
+    from saro.judges import list_judges
+    from saro.prompts.attacks import ATTACKS
+    from saro.prompts.sources import SOURCES
+
+    t = Table(title="prompt sources")
+    t.add_column("name")
+    t.add_column("description")
+    for s in SOURCES.values():
+        t.add_row(s.name, s.description)
+    console.print(t)
+    a = Table(title="attacks")
+    for c in ("name", "family", "default split", "needs LLM"):
+        a.add_column(c)
+    for x in ATTACKS.values():
+        a.add_row(x.name, x.family, x.default_split, "yes" if x.needs_llm else "")
+    console.print(a)
+    console.print("judges: " + ", ".join(list_judges()))
+
+
+def main() -> None:
+    """Entry point: user mistakes are one line on stderr with exit code 2, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except SaroError as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        console.print("interrupted; run the same command again to resume")
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(2)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,461 @@
+"""Recipes: YAML -> typed, validated per-stage configs.
+
+A recipe names the base model, the prompt sets, and one section per stage. Unknown or misspelled keys, wrong types
+and missing files are errors that name the key (and the closest valid key) or the path. ``extends:`` deep-merges a
+parent recipe; ``--set a.b=value`` overrides single keys from the command line.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from saro.errors import SaroError
+
+# Keys of a training section that are ours (which upstream dataset to train on), not TRL config fields.
+TRAIN_KEYS = ("data", "pair_types")
+
+STAGES = ("prompts", "synth_rw", "train_sft", "synth_srpo", "train_dpo", "eval", "report")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(Section):
+    """The base model every stage starts from."""
+
+    source: str = Field(
+        "embedded", description="'embedded' (SmolLM2-135M-Instruct), a model folder or a hub id"
+    )
+    dtype: str = Field("auto", description="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
+    template: str = Field("auto", description="training chat template: auto, chatml, llama3, native")
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
+
+
+class PromptEntry(Section):
+    """One prompt set drawn from a registered source."""
+
+    source: str = Field(description="registered prompt source name (see `saro prompts list`)")
+    n: int | None = Field(None, ge=1, description="how many base prompts (None = all that are left)")
+    kind: Literal["harmful", "benign", "borderline"] | None = Field(None, description="keep only this kind")
+    attacks: list[str] | Literal["train", "heldout", "all"] | None = Field(
+        None, description="wrap prompts with these jailbreak attacks (names, or the train/heldout split)"
+    )
+    attack_mode: Literal["one", "each"] | None = Field(
+        None,
+        description="one seeded attack per prompt, or every attack on every prompt (default: each for eval)",
+    )
+    keep_plain: bool = Field(False, description="with attacks: also keep the unwrapped prompts")
+    suite: str | None = Field(None, description="eval suite name (eval sets only)")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="source-specific options (path, columns...)"
+    )
+
+
+class AttackSplit(Section):
+    train: list[str] | None = None
+    heldout: list[str] | None = None
+
+
+class PromptsConfig(Section):
+    """Prompt sets per use; sets from the same source are disjoint across uses (rw, srpo, eval)."""
+
+    rw: list[PromptEntry] = Field(default_factory=list)
+    srpo: list[PromptEntry] = Field(default_factory=list)
+    eval: list[PromptEntry] = Field(default_factory=list)
+    attacks: AttackSplit = Field(default_factory=AttackSplit)
+    categorize: Literal["embedding", "keyword"] = Field(
+        "embedding", description="how prompts without a usable source label get a policy category"
+    )
+    on_bad_row: Literal["error", "skip"] = Field(
+        "error", description="malformed source rows: error, or skip and count"
+    )
+    dedup_threshold: float | None = Field(
+        None, description="also drop near-duplicates (MiniLM cosine >= this) across uses; None = exact only"
+    )
+
+
+class BackendSpec(Section):
+    """A generation backend (teacher, policy sampler or model under evaluation)."""
+
+    backend: Literal["offline", "hf", "vllm", "openai"] = "hf"
+    model: str | None = Field(
+        None, description="model source, '@base', '@train_sft', or the served model name"
+    )
+    base_url: str | None = None
+    api_key_env: str | None = Field(None, description="NAME of the environment variable holding the API key")
+    concurrency: int = Field(8, ge=1)
+    timeout: float = Field(120.0, gt=0)
+    max_retries: int = Field(6, ge=0)
+    malformed_retries: int = Field(2, ge=0)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(512, ge=1)
+    batch_size: int = Field(8, ge=1)
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    cache: bool = True
+
+
+class SynthRWConfig(Section):
+    """Stage 1 data (RIT-D): teacher reasoning + answer, k candidates, judged, shortest passing kept."""
+
+    teacher: BackendSpec = Field(default_factory=lambda: BackendSpec(backend="offline"))
+    answer_model: BackendSpec = Field(
+        default_factory=lambda: BackendSpec(backend="hf", model="@base", max_new_tokens=96),
+        description="offline teacher: the model whose own answers are used for benign/borderline prompts",
+    )
+    k: int = Field(
+        1, ge=1, description="candidates per prompt (Shortest Rejection Sampling keeps the shortest passing)"
+    )
+    judge: str = Field("refusal", description="behaviour judge for filtering")
+    require_reflection: bool = True
+    require_category: bool = True
+    few_shot: bool = True
+    safety_sft: bool = Field(
+        True, description="also write SafetySFT baseline data (answers without reasoning)"
+    )
+
+
+class PairMix(Section):
+    op_cot: float = Field(1.0, ge=0)
+    pp_cot: float = Field(1.0, ge=0)
+    early_late: float = Field(0.5, ge=0)
+    long_short: float = Field(0.0, ge=0)
+
+
+class SynthSRPOConfig(Section):
+    """Stage 2 data: sample the RW model, judge, build OP-COT / PP-COT / early-vs-late pairs."""
+
+    policy: BackendSpec = Field(
+        default_factory=lambda: BackendSpec(
+            backend="hf", model="@train_sft", temperature=0.9, max_new_tokens=224
+        )
+    )
+    n_samples: int = Field(4, ge=1)
+    judge: str = "refusal"
+    judge_reasoning: bool = False
+    step_judge: Literal["offline", "teacher"] = "offline"
+    teacher: BackendSpec = Field(default_factory=lambda: BackendSpec(backend="offline"))
+    drift_model: BackendSpec = Field(
+        default_factory=lambda: BackendSpec(backend="hf", model="@base", max_new_tokens=96),
+        description="offline: the model whose compliant answers serve as drifting continuations",
+    )
+    mix: PairMix = Field(default_factory=PairMix)
+    max_pairs: int | None = Field(None, ge=1)
+    max_length: int | None = Field(
+        None, ge=16, description="DPO max_length for the length check (default: train_dpo's)"
+    )
+    safety_dpo: bool = Field(
+        True, description="also write SafetyDPO baseline pairs (direct answers, no reasoning)"
+    )
+
+
+class EvalModel(Section):
+    name: str
+    source: str = Field(
+        description="'@base', '@train_sft', '@train_dpo', '@train_dpo/<variant>', a folder or hub id"
+    )
+    backend: BackendSpec | None = None
+
+
+class EvalConfig(Section):
+    """Generate with each model on the held-out suites, judge the final answers, compute metrics."""
+
+    models: list[EvalModel] = Field(min_length=1)
+    max_new_tokens: int = Field(256, ge=1)
+    base_max_new_tokens: int | None = Field(
+        None, ge=1, description="max_new_tokens for '@base' (non-reasoning)"
+    )
+    batch_size: int = Field(8, ge=1)
+    reasoning_budget: int | None = Field(None, ge=1)
+    judges: list[str] = Field(default_factory=lambda: ["refusal"])
+    judge_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    bootstrap: int = Field(1000, ge=0)
+    contamination_threshold: float | None = Field(0.95, gt=0, le=1)
+
+
+class ReportConfig(Section):
+    formats: list[Literal["json", "md", "html"]] = Field(default_factory=lambda: ["json", "md", "html"])
+    show_unsafe: bool = False
+    examples: int = Field(3, ge=0)
+
+
+class Recipe(Section):
+    """A whole recipe: base model, prompts, and one section per stage (absent section = stage not run)."""
+
+    name: str
+    description: str = ""
+    seed: int = 0
+    run_dir: str | None = None
+    threads: int | None = Field(
+        None, ge=1, description="torch threads (default: OMP_NUM_THREADS or all cores)"
+    )
+    policy: str | None = Field(None, description="safety policy YAML (default: the packaged policy)")
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    synth_rw: SynthRWConfig | None = None
+    train_sft: dict[str, Any] | None = None
+    synth_srpo: SynthSRPOConfig | None = None
+    train_dpo: dict[str, Any] | None = None
+    eval: EvalConfig | None = None
+    report: ReportConfig | None = None
+
+    # where the recipe came from (set by load_recipe; not a YAML key)
+    path: str | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _check(self) -> Recipe:
+        if self.train_dpo is not None and self.train_sft is None:
+            raise ValueError("train_dpo needs train_sft (its reference is the RW model)")
+        return self
+
+    def enabled(self) -> list[str]:
+        """Stages this recipe runs, in order."""
+        present = {
+            "prompts": True,
+            "synth_rw": self.synth_rw is not None,
+            "train_sft": self.train_sft is not None,
+            "synth_srpo": self.synth_srpo is not None,
+            "train_dpo": self.train_dpo is not None,
+            "eval": self.eval is not None,
+            "report": self.eval is not None and self.report is not None,
+        }
+        return [s for s in STAGES if present[s]]
+
+    def section(self, stage: str) -> Any:
+        return self.prompts if stage == "prompts" else getattr(self, stage)
+
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir or f"runs/{self.name}")
+
+
+# ------------------------------------------------------------------------------------------------- loading
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SaroError(f"{path}: recipe not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise SaroError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', 'syntax error')})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SaroError(f"{path}: a recipe must be a YAML mapping")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a recipe YAML, following ``extends:`` (relative to the file)."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise SaroError(f"{path}: circular 'extends'")
+    data = _read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise SaroError(f"{path}: 'extends' must be a path to another recipe")
+    base = load_raw((path.parent / parent), (*_seen, path))
+    return _deep_merge(base, data)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML)."""
+    data = copy.deepcopy(data)
+    for ov in overrides:
+        if "=" not in ov:
+            raise SaroError(f"--set {ov!r}: expected KEY=VALUE, e.g. --set train_sft.learning_rate=1e-4")
+        key, raw = ov.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise SaroError(f"--set {ov!r}: empty key")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        cur = data
+        for p in parts[:-1]:
+            nxt = cur.get(p)
+            if nxt is None:
+                nxt = cur[p] = {}
+            if not isinstance(nxt, dict):
+                raise SaroError(f"--set {ov!r}: '{p}' is not a section")
+            cur = nxt
+        cur[parts[-1]] = value
+    return data
+
+
+def load_recipe(
+    path: str | Path, overrides: list[str] | None = None, validate_training: bool = True
+) -> Recipe:
+    """Load, merge, override and validate a recipe; every problem is a one-line SaroError."""
+    data = apply_overrides(load_raw(path), overrides or [])
+    recipe = validate_recipe(data, where=str(path))
+    recipe.path = str(Path(path).resolve())
+    _check_files(recipe, Path(path).resolve().parent)
+    if validate_training:
+        validate_training_sections(recipe)
+    return recipe
+
+
+def validate_recipe(data: dict[str, Any], where: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        raise SaroError(f"{where}: {_explain(e, data)}") from None
+
+
+def _explain(e: ValidationError, data: dict[str, Any]) -> str:
+    err = e.errors()[0]
+    loc = [x for x in err["loc"]]
+    dotted = ".".join(str(x) for x in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        valid = _fields_at(Recipe, loc[:-1], data)
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+        hint = (
+            f" (did you mean '{close[0]}'?)"
+            if close
+            else f" (valid keys: {', '.join(valid)})"
+            if valid
+            else ""
+        )
+        return f"unknown key '{dotted}'{hint}"
+    if err["type"] == "missing":
+        return f"missing required key '{dotted}'"
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"key '{dotted}': {err['msg']} (got {shown})"
+
+
+def _fields_at(model: type[BaseModel], loc: list[Any], data: Any) -> list[str]:
+    """The valid field names of the (sub)model found by walking ``loc`` from ``model``."""
+    import typing
+
+    cur: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(cur, type) and issubclass(cur, BaseModel)):
+            return []
+        field = cur.model_fields.get(str(part))
+        if field is None:
+            return []
+        cur = _submodel(field.annotation, typing)
+    if isinstance(cur, type) and issubclass(cur, BaseModel):
+        return [n for n, f in cur.model_fields.items() if not f.exclude]
+    return []
+
+
+def _submodel(ann: Any, typing: Any) -> Any:
+    origin = typing.get_origin(ann)
+    if origin is None:
+        return ann
+    for arg in typing.get_args(ann):
+        sub = _submodel(arg, typing)
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            return sub
+    return None
+
+
+def _check_files(recipe: Recipe, base: Path) -> None:
+    if recipe.policy:
+        p = Path(recipe.policy)
+        if not p.is_absolute():
+            p = (base / p) if (base / p).exists() else p
+        if not p.is_file():
+            raise SaroError(f"policy: file not found: {recipe.policy}")
+        recipe.policy = str(p.resolve())
+        from saro.policy import load_policy
+
+        load_policy(recipe.policy)
+    uses = {"rw": recipe.prompts.rw, "srpo": recipe.prompts.srpo, "eval": recipe.prompts.eval}
+    for use, entries in uses.items():
+        for i, e in enumerate(entries):
+            path = e.options.get("path")
+            if path and not str(path).startswith(("hf://",)):
+                p = Path(path)
+                if not p.is_absolute() and (base / p).exists():
+                    p = base / p
+                if not p.exists():
+                    raise SaroError(f"prompts.{use}[{i}].options.path: file not found: {path}")
+                e.options["path"] = str(p.resolve())
+
+
+def validate_training_sections(recipe: Recipe) -> None:
+    """Build the TRL-based configs once so that bad training keys fail at load time, not hours later."""
+    if recipe.train_sft is None and recipe.train_dpo is None:
+        return
+    try:
+        from saro.train.config import build_dpo_config, build_sft_config
+    except ImportError:  # training extras missing: checked again when the stage runs
+        return
+    for name, section in (("train_sft", recipe.train_sft), ("train_dpo", recipe.train_dpo)):
+        if section is None:
+            continue
+        for variant, sec in iter_variants(name, section):
+            label = name if variant is None else f"{name}.variants[{variant}]"
+            build = build_sft_config if name == "train_sft" else build_dpo_config
+            args = {k: v for k, v in sec.items() if k not in TRAIN_KEYS}
+            try:
+                build(args, output_dir=os.path.join(tempfile.gettempdir(), "saro-validate"))
+            except SaroError as e:
+                msg = str(e)
+                raise SaroError(
+                    msg if msg.startswith(label) else f"{label}: {msg.split(': ', 1)[-1]}"
+                ) from None
+
+
+def iter_variants(stage: str, section: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
+    """A training section is one config, or a base config plus named ``variants`` (each a dict of overrides)."""
+    section = dict(section)
+    variants = section.pop("variants", None)
+    out: list[tuple[str | None, dict[str, Any]]] = [(None, section)]
+    if variants is None:
+        return out
+    if not isinstance(variants, dict):
+        raise SaroError(f"{stage}.variants: expected a mapping of variant name -> overrides")
+    for vname, over in variants.items():
+        if not isinstance(over, dict):
+            raise SaroError(f"{stage}.variants.{vname}: expected a mapping of overrides")
+        out.append((str(vname), {**section, **over}))
+    return out
+
+
+def find_recipe(name: str) -> Path:
+    """Locate a recipe by path, or by name in ./recipes or the source checkout's recipes folder."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    candidates = [Path("recipes") / name, Path("recipes") / f"{name}.yaml"]
+    repo = Path(__file__).resolve().parents[2] / "recipes"
+    candidates += [repo / name, repo / f"{name}.yaml"]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise SaroError(f"{name}: recipe not found")

@@ -1,0 +1,346 @@
+"""The ``synth_rw`` stage: build RIT-D, the Reasoning-style Warmup SFT data.
+
+For every RW prompt the teacher writes k candidate trajectories (policy reasoning + answer). A candidate passes
+when its format parses (closed reasoning, at least one "Wait, ..." reflection, a decision), its behaviour is right
+(judged on the final answer: refuse harmful prompts, help benign and borderline ones) and, for harmful prompts, it
+names the prompt's policy category. Shortest Rejection Sampling keeps the shortest passing candidate (in student
+tokens). Every rejection is recorded with its reason.
+
+Files (``runs/<name>/synth_rw/``): ``answers.jsonl`` (offline teacher: the answer model's replies),
+``candidates.jsonl`` (all candidates, resumable by id), ``rit_d.jsonl`` (SFT ``messages`` rows), ``rejects.jsonl``,
+``safety_sft.jsonl`` (the SafetySFT baseline: same answers, no reasoning) and ``stats.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import statistics
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from saro.models.generate import SamplingParams, make_generator
+from saro.models.teacher import (
+    OfflineTeacher,
+    backend_kwargs,
+    teacher_messages,
+    trim_answer,
+    validate_teacher_output,
+)
+from saro.pipeline import StageContext
+from saro.policy import NONE, Policy
+from saro.reasoning import parse
+from saro.recipe import SynthRWConfig
+from saro.records import (
+    CONTENT,
+    ROLE,
+    JsonlWriter,
+    Prompt,
+    SFTExample,
+    Trajectory,
+    atomic_write_json,
+    read_jsonl,
+    read_rows,
+    stable_id,
+    write_jsonl_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+_DECISION = re.compile(
+    r"\b(i will|i'll|i should|i must|i won't|i can't|so i|decline|refuse|help|answer|assist)\b", re.IGNORECASE
+)
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    cfg: SynthRWConfig = ctx.config
+    ctx.set_threads()
+    prompts = read_jsonl(ctx.require("prompts", "rw.jsonl"), Prompt)
+    if cfg.teacher.backend == "offline":
+        answers = _answers(ctx, cfg, prompts)
+        _offline_candidates(ctx, cfg, prompts, answers)
+    else:
+        _model_candidates(ctx, cfg, prompts)
+    return finalize(ctx.dir, prompts, cfg, ctx.policy, _student_tokenizer(ctx), ctx.seed, cfg.teacher.backend)
+
+
+def _student_tokenizer(ctx: StageContext) -> Any:
+    from saro.models.loading import load_tokenizer
+
+    return load_tokenizer(ctx.recipe.model.source, ctx.recipe.model.trust_remote_code)
+
+
+# ------------------------------------------------------------------------------------- offline teacher
+
+
+def _base_text(p: Prompt) -> str:
+    return p.meta.get("base_text") or p.text
+
+
+def _answers(ctx: StageContext, cfg: SynthRWConfig, prompts: list[Prompt]) -> dict[str, str]:
+    """The answer model's own replies to the (unwrapped) benign and borderline prompts."""
+    path = ctx.dir / "answers.jsonl"
+    todo: dict[str, str] = {}
+    for p in prompts:
+        if p.kind != "harmful":
+            text = _base_text(p)
+            todo[stable_id(text, "answer")] = text
+    with JsonlWriter(path) as w:
+        missing = [(aid, t) for aid, t in todo.items() if aid not in w]
+        if missing:
+            spec = cfg.answer_model
+            gen = make_generator(**backend_kwargs(spec, ctx))
+            params = SamplingParams(
+                max_new_tokens=spec.max_new_tokens, temperature=spec.temperature, seed=ctx.seed
+            )
+            convs = [[{ROLE: "user", CONTENT: t}] for _, t in missing]
+            for idx, gens in gen.generate_batches(convs, params, description="answer model"):
+                for i, g in zip(idx, gens, strict=True):
+                    aid, _ = missing[i]
+                    w.write({"id": aid, "text": trim_answer(g[0].text), "finished": g[0].finished})
+            gen.close()
+    return {r["id"]: r["text"] for r in read_rows(path)}
+
+
+def _offline_candidates(
+    ctx: StageContext, cfg: SynthRWConfig, prompts: list[Prompt], answers: dict[str, str]
+) -> None:
+    teacher = OfflineTeacher(ctx.policy, seed=ctx.seed)
+    with JsonlWriter(ctx.dir / "candidates.jsonl", fsync=False) as w:
+        for p in prompts:
+            for k in range(cfg.k):
+                cid = stable_id(p.id, k)
+                if cid in w:
+                    continue
+                ans = answers.get(stable_id(_base_text(p), "answer")) if p.kind != "harmful" else None
+                c = teacher.compose(p, sample=k, answer=ans)
+                w.write(Trajectory(id=cid, prompt_id=p.id, sample=k, text=c.text, generator="offline"))
+
+
+# --------------------------------------------------------------------------------------- model teachers
+
+
+def _model_candidates(ctx: StageContext, cfg: SynthRWConfig, prompts: list[Prompt]) -> None:
+    """k samples per prompt from a model teacher; malformed samples are asked again, then rejected with a reason."""
+    spec = cfg.teacher
+    gen = make_generator(**backend_kwargs(spec, ctx, validate=validate_teacher_output))
+    label = f"{spec.backend}:{spec.model}"
+    with JsonlWriter(ctx.dir / "candidates.jsonl") as w:
+        todo = [(p, k) for p in prompts for k in range(cfg.k) if stable_id(p.id, k) not in w]
+        attempt = 0
+        while todo and attempt <= spec.malformed_retries:
+            convs = [teacher_messages(p, ctx.policy, few_shot=cfg.few_shot) for p, _ in todo]
+            # one request per (prompt, sample); the attempt number changes the seed so a retry is a new sample
+            params = SamplingParams(
+                max_new_tokens=spec.max_new_tokens,
+                temperature=spec.temperature if spec.temperature > 0 else (0.7 if cfg.k > 1 else 0.0),
+                top_p=spec.top_p,
+                seed=ctx.seed + 1000 * attempt,
+            )
+            retry = []
+            for idx, gens in gen.generate_batches(
+                convs, params, description=f"teacher (attempt {attempt + 1})"
+            ):
+                for i, g in zip(idx, gens, strict=True):
+                    p, k = todo[i]
+                    out = g[0]
+                    err = getattr(out, "error", None)
+                    reason = err or validate_teacher_output(out.text)
+                    last = attempt == spec.malformed_retries
+                    if reason and not last and not err:
+                        retry.append((p, k))
+                        continue
+                    status = "ok" if not reason else "rejected"
+                    meta = {"attempts": attempt + 1, **({"reason": reason} if reason else {})}
+                    w.write(
+                        Trajectory(
+                            id=stable_id(p.id, k),
+                            prompt_id=p.id,
+                            sample=k,
+                            text=out.text,
+                            generator=label,
+                            status=status,
+                            meta=meta,
+                        )
+                    )
+            todo = retry
+            attempt += 1
+    gen.close()
+
+
+# ---------------------------------------------------------------------------------------------- filter
+
+
+def check_candidate(p: Prompt, text: str, verdict: str, policy: Policy, cfg: SynthRWConfig) -> list[str]:
+    """Reasons a candidate fails (empty list = it passes)."""
+    reasons = []
+    parsed = parse(text)
+    fmt = validate_teacher_output(text)
+    if fmt:
+        if fmt.startswith("no 'Wait") and not cfg.require_reflection:
+            pass
+        else:
+            reasons.append(f"format: {fmt}")
+    if parsed.steps and not _DECISION.search(parsed.steps[-1]):
+        reasons.append("format: last reasoning step is not a decision")
+    want = "refused" if p.kind == "harmful" else "complied"
+    if verdict == "unparseable":
+        reasons.append("behaviour: no judgeable final answer")
+    elif verdict != want:
+        reasons.append(
+            "behaviour: "
+            + ("did not refuse a harmful prompt" if want == "refused" else f"refused a {p.kind} prompt")
+        )
+    if cfg.require_category and p.kind == "harmful" and p.category != NONE and parsed.reasoning:
+        cat = policy.get(p.category)
+        low = parsed.reasoning.lower()
+        if f"[{cat.id}]" not in low and cat.name.lower() not in low:
+            named = re.findall(r"\[([a-z_]+)\]", low)
+            reasons.append(f"category: names {named or 'no category'}, prompt is [{cat.id}]")
+    return reasons
+
+
+def finalize(
+    sdir: Path,
+    prompts: list[Prompt],
+    cfg: SynthRWConfig,
+    policy: Policy,
+    tokenizer: Any,
+    seed: int,
+    teacher: str,
+) -> dict[str, Any]:
+    """Judge every candidate, keep the shortest passing one per prompt, write RIT-D, rejects, baseline and stats."""
+    from saro.judges import JudgeInput, get_judge
+
+    cands = read_jsonl(sdir / "candidates.jsonl", Trajectory)
+    by_prompt: dict[str, list[Trajectory]] = defaultdict(list)
+    for c in cands:
+        by_prompt[c.prompt_id].append(c)
+    ok = [c for c in cands if c.status == "ok"]
+    judge = get_judge(cfg.judge)
+    pmap = {p.id: p for p in prompts}
+    verdicts = judge.judge([JudgeInput(pmap[c.prompt_id].text, c.text) for c in ok])
+    label = {c.id: v.label for c, v in zip(ok, verdicts, strict=True)}
+    rit, sft_base, rejects = [], [], []
+    acc: dict[str, Counter[str]] = {"kind": Counter(), "category": Counter(), "attack": Counter()}
+    tot: dict[str, Counter[str]] = {"kind": Counter(), "category": Counter(), "attack": Counter()}
+    reasons_count: Counter[str] = Counter()
+    short_tokens, random_tokens, all_reasoning, all_answer = [], [], [], []
+    rng = random.Random(seed)
+    for p in prompts:
+        cs = sorted(by_prompt.get(p.id, []), key=lambda c: c.sample)
+        passing = []
+        for c in cs:
+            reasons = (
+                [c.meta.get("reason", "malformed")]
+                if c.status != "ok"
+                else check_candidate(p, c.text, label[c.id], policy, cfg)
+            )
+            if reasons:
+                rejects.append(
+                    {
+                        "id": c.id,
+                        "prompt_id": p.id,
+                        "sample": c.sample,
+                        "kind": p.kind,
+                        "category": p.category,
+                        "attack": p.attack,
+                        "reasons": reasons,
+                        "verdict": label.get(c.id),
+                    }
+                )
+                reasons_count.update(r.split(":")[0] for r in reasons)
+            else:
+                passing.append(c)
+        for key, val in (("kind", p.kind), ("category", p.category), ("attack", p.attack or "none")):
+            tot[key][val] += 1
+            if passing:
+                acc[key][val] += 1
+        if not passing:
+            continue
+        lengths = [len(tokenizer(c.text, add_special_tokens=False)["input_ids"]) for c in passing]
+        best = min(range(len(passing)), key=lambda i: (lengths[i], passing[i].sample))
+        short_tokens.append(lengths[best])
+        random_tokens.append(lengths[rng.randrange(len(passing))])
+        chosen = passing[best]
+        parsed = parse(chosen.text)
+        n_r = len(tokenizer(parsed.reasoning or "", add_special_tokens=False)["input_ids"])
+        n_a = len(tokenizer(parsed.answer, add_special_tokens=False)["input_ids"])
+        all_reasoning.append(n_r)
+        all_answer.append(n_a)
+        meta = {
+            "prompt_id": p.id,
+            "kind": p.kind,
+            "category": p.category,
+            "attack": p.attack,
+            "source": p.source,
+            "teacher": teacher,
+            "k": cfg.k,
+            "passing": len(passing),
+            "sample": chosen.sample,
+            "reasoning_tokens": n_r,
+            "answer_tokens": n_a,
+            "judge": {cfg.judge: label[chosen.id]},
+        }
+        user = {ROLE: "user", CONTENT: p.text}
+        rit.append(
+            SFTExample(
+                id=stable_id(p.id, "rit_d"),
+                messages=[user, {ROLE: "assistant", CONTENT: chosen.text}],
+                meta=meta,
+            )
+        )
+        if cfg.safety_sft:
+            sft_base.append(
+                SFTExample(
+                    id=stable_id(p.id, "safety_sft"),
+                    messages=[user, {ROLE: "assistant", CONTENT: parsed.answer}],
+                    meta={**meta, "baseline": "safety_sft"},
+                )
+            )
+    write_jsonl_atomic(sdir / "rit_d.jsonl", rit)
+    write_jsonl_atomic(sdir / "rejects.jsonl", rejects)
+    if cfg.safety_sft:
+        write_jsonl_atomic(sdir / "safety_sft.jsonl", sft_base)
+
+    def rate(key: str) -> dict[str, dict[str, float | int]]:
+        return {
+            k: {"accepted": acc[key][k], "total": n, "rate": round(acc[key][k] / n, 3)}
+            for k, n in tot[key].items()
+        }
+
+    mean = statistics.fmean
+    stats = {
+        "prompts": len(prompts),
+        "candidates": len(cands),
+        "accepted": len(rit),
+        "rejected_candidates": len(rejects),
+        "rejection_reasons": dict(reasons_count),
+        "acceptance": {"kind": rate("kind"), "category": rate("category"), "attack": rate("attack")},
+        "tokens": {
+            "reasoning_mean": round(mean(all_reasoning), 1) if all_reasoning else 0,
+            "answer_mean": round(mean(all_answer), 1) if all_answer else 0,
+            "total_mean": round(mean(short_tokens), 1) if short_tokens else 0,
+        },
+        "shortest_rejection_sampling": {
+            "k": cfg.k,
+            "mean_tokens_shortest": round(mean(short_tokens), 1) if short_tokens else 0,
+            "mean_tokens_random_passing": round(mean(random_tokens), 1) if random_tokens else 0,
+            "token_reduction": round(1 - sum(short_tokens) / sum(random_tokens), 4) if random_tokens else 0.0,
+        },
+    }
+    atomic_write_json(sdir / "stats.json", stats)
+    log.info(
+        "RIT-D: %d/%d prompts accepted; SRS token reduction %.1f%% (k=%d)",
+        len(rit),
+        len(prompts),
+        100 * stats["shortest_rejection_sampling"]["token_reduction"],
+        cfg.k,
+    )
+    return {
+        "accepted": len(rit),
+        "prompts": len(prompts),
+        "srs_token_reduction": stats["shortest_rejection_sampling"]["token_reduction"],
+    }

@@ -1,0 +1,213 @@
+"""End to end on the tiny random model: every stage runs, the manifest skips finished stages, and a run killed
+in the middle resumes without redoing completed stages."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from saro.pipeline import RunDir, mask_secrets, run_recipe, run_stage, stage_hashes
+from saro.recipe import load_recipe
+from saro.records import read_json, read_rows
+
+STAGES = ["prompts", "synth_rw", "train_sft", "synth_srpo", "train_dpo", "eval", "report"]
+
+
+def tiny_recipe(model_dir: Path, run_dir: Path, **over) -> dict:
+    r = {
+        "name": "tiny",
+        "seed": 0,
+        "run_dir": str(run_dir),
+        "threads": 1,
+        "model": {"source": str(model_dir), "template": "chatml"},
+        "prompts": {
+            "categorize": "keyword",
+            "attacks": {"train": ["prefix_injection", "poem"], "heldout": ["evil_confidant"]},
+            "eval": [
+                {"source": "harmbench", "n": 4, "suite": "harmbench"},
+                {"source": "harmbench", "n": 2, "attacks": "heldout", "suite": "harmbench-jailbreak"},
+                {"source": "rho_overrefusal", "n": 4, "suite": "rho"},
+                {"source": "gsm8k", "n": 2, "suite": "gsm8k"},
+            ],
+            "rw": [
+                {"source": "advbench", "n": 6},
+                {"source": "advbench", "n": 2, "attacks": "train"},
+                {"source": "saro_benign", "n": 3},
+                {"source": "saro_borderline", "n": 3},
+            ],
+            "srpo": [
+                {"source": "advbench", "n": 3},
+                {"source": "advbench", "n": 2, "attacks": "train"},
+                {"source": "saro_borderline", "n": 2},
+            ],
+        },
+        "synth_rw": {"k": 2, "answer_model": {"backend": "hf", "model": "@base", "max_new_tokens": 12}},
+        "train_sft": {
+            "max_steps": 3,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 1e-3,
+            "max_length": 384,
+            "logging_steps": 1,
+            "save_steps": 2,
+            "save_total_limit": 1,
+        },
+        "synth_srpo": {
+            "n_samples": 2,
+            "policy": {"backend": "hf", "model": "@train_sft", "temperature": 1.0, "max_new_tokens": 24},
+            "drift_model": {"backend": "hf", "model": "@base", "max_new_tokens": 12},
+        },
+        "train_dpo": {
+            "max_steps": 2,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 1e-4,
+            "max_length": 512,
+            "logging_steps": 1,
+            "save_steps": 1,
+            "save_total_limit": 1,
+            "precompute_ref_log_probs": True,
+        },
+        "eval": {
+            "models": [
+                {"name": "base", "source": "@base"},
+                {"name": "rw", "source": "@train_sft"},
+                {"name": "saro", "source": "@train_dpo"},
+            ],
+            "max_new_tokens": 24,
+            "batch_size": 8,
+            "bootstrap": 50,
+        },
+        "report": {"formats": ["json", "md"]},
+    }
+    r.update(over)
+    return r
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_model_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("e2e")
+    path = d / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(tiny_model_dir, d / "run")))
+    recipe = load_recipe(path)
+    run_recipe(recipe)
+    return recipe, d / "run"
+
+
+def test_all_stages_done_with_artefacts(finished_run):
+    _recipe, run = finished_run
+    m = read_json(run / "manifest.json")
+    assert [s for s in STAGES if m["stages"][s]["status"] == "done"] == STAGES
+    assert m["git_commit"] is None or len(m["git_commit"]) >= 40
+    assert {"torch", "transformers", "trl"} <= set(m["versions"])
+    assert m["seed"] == 0 and m["stage_hashes"]["report"]
+    for f in [
+        "prompts/rw.jsonl",
+        "prompts/eval.jsonl",
+        "synth_rw/rit_d.jsonl",
+        "synth_rw/stats.json",
+        "synth_rw/safety_sft.jsonl",
+        "train_sft/final/config.json",
+        "synth_srpo/pairs.jsonl",
+        "synth_srpo/stats.json",
+        "train_dpo/final/config.json",
+        "eval/metrics.json",
+        "report.json",
+        "report.md",
+    ]:
+        assert (run / f).exists(), f
+    rows = read_rows(run / "synth_rw" / "rit_d.jsonl")
+    assert rows and all("<think>" in r["messages"][-1]["content"] for r in rows)
+    pairs = read_rows(run / "synth_srpo" / "pairs.jsonl")
+    assert {p["pair_type"] for p in pairs} >= {"op_cot", "pp_cot", "early_late"}
+    report = read_json(run / "report.json")
+    assert set(report["summary"]) == {"base", "rw", "saro"}
+    h = report["summary"]["base"]
+    assert h["asr_harmful"]["n"] == 4 and h["over_refusal"]["n"] == 4 and h["accuracy"]["n"] == 2
+    assert h["asr_jailbreak"]["n"] == 2
+    assert len(report["summary"]["base"]["asr_harmful"]["ci95"]) == 2
+
+
+def test_rerun_skips_everything(finished_run):
+    recipe, run = finished_run
+    before = read_json(run / "manifest.json")["stages"]
+    t = time.time()
+    run_recipe(recipe)
+    assert time.time() - t < 20
+    after = read_json(run / "manifest.json")["stages"]
+    assert all(before[s]["finished"] == after[s]["finished"] for s in STAGES)
+
+
+def test_changed_config_redoes_stage_and_downstream(finished_run):
+    recipe, run = finished_run
+    h1 = stage_hashes(recipe)
+    changed = recipe.model_copy(deep=True)
+    changed.eval.max_new_tokens = 25
+    h2 = stage_hashes(changed)
+    assert h1["train_sft"] == h2["train_sft"] and h1["eval"] != h2["eval"] and h1["report"] != h2["report"]
+    rd = RunDir(run)
+    assert rd.is_done("eval", h1["eval"]) and not rd.is_done("eval", h2["eval"])
+
+
+def test_stage_needs_upstream(tiny_model_dir, tmp_path):
+    from saro.errors import SaroError
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(tiny_model_dir, tmp_path / "run")))
+    with pytest.raises(SaroError, match="needs 'prompts'"):
+        run_stage(load_recipe(path), "synth_rw")
+
+
+def test_secrets_are_masked(monkeypatch):
+    monkeypatch.setenv("MY_API_KEY", "sk-verysecretvalue123")
+    out = mask_secrets(
+        {
+            "api_key": "abc",
+            "api_key_env": "MY_API_KEY",
+            "url": "http://x?k=sk-verysecretvalue123",
+            "nested": [{"token": "t0k"}],
+        }
+    )
+    assert out["api_key"] == "***" and out["api_key_env"] == "MY_API_KEY"
+    assert "sk-verysecret" not in json.dumps(out)
+    assert out["nested"][0]["token"] == "***"
+
+
+def test_killed_run_resumes_without_redoing_finished_stages(tiny_model_dir, tmp_path):
+    """SIGKILL `saro run` while train_sft runs, start it again: earlier stages are not redone, the run finishes."""
+    run = tmp_path / "run"
+    path = tmp_path / "r.yaml"
+    r = tiny_recipe(tiny_model_dir, run)
+    r["train_sft"]["max_steps"] = 40  # long enough to be killed in the middle
+    r["train_sft"]["save_steps"] = 5
+    path.write_text(yaml.safe_dump(r))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SARO_NO_PROGRESS": "1"}
+    cmd = [sys.executable, "-m", "saro", "run", str(path), "--until", "train_sft"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    ckpt = run / "train_sft"
+    while time.time() < deadline:
+        if any(ckpt.glob("checkpoint-*")) or proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    m1 = read_json(run / "manifest.json")["stages"]
+    assert m1["synth_rw"]["status"] == "done" and m1["train_sft"]["status"] == "running"
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    m2 = read_json(run / "manifest.json")["stages"]
+    assert m2["prompts"]["finished"] == m1["prompts"]["finished"]
+    assert m2["synth_rw"]["finished"] == m1["synth_rw"]["finished"]
+    assert m2["train_sft"]["status"] == "done"
+    assert (run / "train_sft" / "final" / "config.json").exists()
+    metrics = read_json(run / "train_sft" / "run.json") if (run / "train_sft" / "run.json").exists() else {}
+    if "global_step" in metrics:
+        assert metrics["global_step"] == 40
