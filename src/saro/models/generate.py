@@ -18,6 +18,7 @@ from saro.reasoning import THINK_CLOSE, THINK_OPEN
 log = logging.getLogger(__name__)
 
 Conversation = list[dict[str, str]]
+TextCallback = Callable[[int, int, str], None]  # (conversation index, sample index, text piece)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,29 @@ class Generator:
     ) -> Iterator[tuple[list[int], list[list[Generation]]]]:
         raise NotImplementedError
 
+    def generate_rows(
+        self,
+        conversations: Sequence[Conversation],
+        params: Sequence[SamplingParams],
+        on_text: TextCallback | None = None,
+    ) -> list[list[Generation]]:
+        """Each conversation with its own sampling params (``params[i].n`` generations for conversation i).
+
+        ``on_text(conversation index, sample index, piece)`` receives the text as it is produced; here, where
+        the backend cannot stream, each whole text arrives as one piece. ``saro serve`` batches through this.
+        """
+        out: list[list[Generation]] = [[] for _ in conversations]
+        groups: dict[SamplingParams, list[int]] = {}
+        for i, p in enumerate(params):
+            groups.setdefault(p, []).append(i)
+        for p, idx in groups.items():
+            for i, gens in zip(idx, self.generate([conversations[i] for i in idx], p), strict=True):
+                out[i] = gens
+                if on_text is not None:
+                    for k, g in enumerate(gens):
+                        on_text(i, k, g.text)
+        return out
+
     def close(self) -> None:  # release the model
         return None
 
@@ -129,7 +153,13 @@ class HFGenerator(Generator):
         ]
 
     def _run(
-        self, texts: list[str], max_new_tokens: int, params: SamplingParams, seed: int
+        self,
+        texts: list[str],
+        max_new_tokens: int,
+        params: SamplingParams,
+        seed: int,
+        streamer: _RowStreamer | None = None,
+        sampler: _RowSampler | None = None,
     ) -> list[Generation]:
         import torch
 
@@ -141,11 +171,19 @@ class HFGenerator(Generator):
             "eos_token_id": eos,
             "pad_token_id": self.tok.pad_token_id,
         }
-        if params.temperature > 0:
+        if sampler is not None:  # per-row sampling inside a logits processor; generate itself stays greedy
+            from transformers import LogitsProcessorList
+
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            kw["logits_processor"] = LogitsProcessorList([sampler])
+        elif params.temperature > 0:
             kw.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
             torch.manual_seed(seed)
         else:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if streamer is not None:
+            streamer.eos = set(eos)
+            kw["streamer"] = streamer
         with torch.inference_mode():
             out = self.model.generate(**enc, **kw)
         new = out[:, enc["input_ids"].shape[1] :]
@@ -179,11 +217,61 @@ class HFGenerator(Generator):
                 prog.advance(task, len(idx))
                 yield idx, grouped
 
-    def _generate_texts(self, texts: list[str], params: SamplingParams, seed: int) -> list[Generation]:
+    def generate_rows(
+        self,
+        conversations: Sequence[Conversation],
+        params: Sequence[SamplingParams],
+        on_text: TextCallback | None = None,
+    ) -> list[list[Generation]]:
+        """All conversations in one batch, in the given order (no progress bar), each with its own temperature,
+        top_p, seed and n; ``max_new_tokens`` and ``reasoning_budget`` must be the same for all. Sample k of a
+        conversation is drawn with seed ``seed + k``. ``on_text`` gets the text token by token (streaming)."""
+        if len(params) != len(conversations):
+            raise ValueError("generate_rows: one SamplingParams per conversation")
+        if not conversations:
+            return []
+        p0 = params[0]
+        if any(
+            (p.max_new_tokens, p.reasoning_budget) != (p0.max_new_tokens, p0.reasoning_budget) for p in params
+        ):
+            raise ValueError("generate_rows: max_new_tokens and reasoning_budget must agree within a batch")
+        prompts = self._prompts(conversations)
+        rows = [(i, k) for i, p in enumerate(params) for k in range(p.n)]
+        texts = [prompts[i] for i, _ in rows]
+        sampler = _RowSampler(
+            [params[i] for i, _ in rows], [params[i].seed + k for i, k in rows], self.model.device
+        )
+        callback = None
+        if on_text is not None:
+
+            def callback(row: int, piece: str) -> None:
+                on_text(rows[row][0], rows[row][1], piece)
+
+        gens = self._generate_texts(texts, p0, p0.seed, on_text=callback, sampler=sampler)
+        out: list[list[Generation]] = [[] for _ in conversations]
+        for (i, _), g in zip(rows, gens, strict=True):
+            out[i].append(g)
+        return out
+
+    def _generate_texts(
+        self,
+        texts: list[str],
+        params: SamplingParams,
+        seed: int,
+        on_text: Callable[[int, str], None] | None = None,
+        sampler: _RowSampler | None = None,
+    ) -> list[Generation]:
+        """Generate for prompt texts, honouring the reasoning budget; ``on_text(row, piece)`` streams the text."""
+
+        def streamer(rows: list[int]) -> _RowStreamer | None:
+            return None if on_text is None else _RowStreamer(self.tok, rows, on_text)
+
         budget = params.reasoning_budget
         if not budget or budget >= params.max_new_tokens:
-            return self._run(texts, params.max_new_tokens, params, seed)
-        first = self._run(texts, budget, params, seed)
+            return self._run(
+                texts, params.max_new_tokens, params, seed, streamer(list(range(len(texts)))), sampler
+            )
+        first = self._run(texts, budget, params, seed, streamer(list(range(len(texts)))), sampler)
         rest = params.max_new_tokens - budget
         todo: list[int] = []
         cont: list[str] = []
@@ -197,9 +285,18 @@ class HFGenerator(Generator):
                 partial = partial.rstrip() + "\n" + THINK_CLOSE + "\n"
             todo.append(i)
             cont.append(partial)
+            if on_text is not None and partial != g.text:  # the think block was closed for the model
+                on_text(i, "\n" + THINK_CLOSE + "\n")
         if not todo:
             return first
-        second = self._run([texts[i] + cont[k] for k, i in enumerate(todo)], rest, params, seed + 1)
+        second = self._run(
+            [texts[i] + cont[k] for k, i in enumerate(todo)],
+            rest,
+            params,
+            seed + 1,
+            streamer(todo),
+            None if sampler is None else sampler.subset(todo),
+        )
         out = list(first)
         for k, i in enumerate(todo):
             out[i] = Generation(
@@ -212,6 +309,93 @@ class HFGenerator(Generator):
 
         del self.model
         gc.collect()
+
+
+class _RowStreamer:
+    """A ``generate`` streamer for batches: decodes each row incrementally and calls ``on_text(row, piece)``.
+
+    transformers' own streamers take one row only. Pieces are the growth of each row's decoded text (held back
+    while it ends in an incomplete UTF-8 character), so they add up to the text ``_run`` returns.
+    """
+
+    def __init__(self, tokenizer: Any, rows: list[int], on_text: Callable[[int, str], None]) -> None:
+        self.tok = tokenizer
+        self.rows = rows  # batch row -> caller's row index
+        self.on_text = on_text
+        self.eos: set[int] = set()
+        self.ids: list[list[int]] = [[] for _ in rows]
+        self.sent = [0] * len(rows)
+        self.done = [False] * len(rows)
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # the first call carries the prompt ids
+            self.prompt_seen = True
+            return
+        for r, t in enumerate(value.reshape(-1).tolist()):
+            if self.done[r]:
+                continue
+            if t in self.eos:
+                self.done[r] = True
+                continue
+            self.ids[r].append(t)
+            self._emit(r, final=False)
+
+    def end(self) -> None:
+        for r in range(len(self.rows)):
+            self._emit(r, final=True)
+
+    def _emit(self, r: int, final: bool) -> None:
+        text = self.tok.decode(self.ids[r], skip_special_tokens=True)
+        if not final and text.endswith("\ufffd"):
+            return
+        piece = text[self.sent[r] :]
+        if piece:
+            self.sent[r] = len(text)
+            self.on_text(self.rows[r], piece)
+
+
+class _RowSampler:
+    """A logits processor that samples each row with its own temperature, top_p and seeded RNG, so that one
+    batch can serve requests with different sampling settings. Rows with temperature 0 stay greedy; for the
+    others every score but the drawn token's becomes -inf, so ``generate`` runs in greedy mode."""
+
+    def __init__(self, params: Sequence[SamplingParams], seeds: Sequence[int], device: Any) -> None:
+        import torch
+
+        self.temps = [p.temperature for p in params]
+        self.top_ps = [p.top_p for p in params]
+        self.rngs = [
+            torch.Generator(device=device).manual_seed(int(s) % (2**63)) if p.temperature > 0 else None
+            for p, s in zip(params, seeds, strict=True)
+        ]
+
+    def subset(self, rows: list[int]) -> _RowSampler:
+        """The sampler for a batch made of these rows (their RNGs continue where they were)."""
+        sub = object.__new__(_RowSampler)
+        sub.temps = [self.temps[r] for r in rows]
+        sub.top_ps = [self.top_ps[r] for r in rows]
+        sub.rngs = [self.rngs[r] for r in rows]
+        return sub
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        rows = [r for r, t in enumerate(self.temps) if t > 0]
+        if not rows:
+            return scores
+        scores = scores.clone()
+        for r in rows:
+            probs = torch.softmax(scores[r].float() / self.temps[r], dim=-1)
+            if self.top_ps[r] < 1.0:
+                sorted_p, order = probs.sort(descending=True)
+                sorted_p[(sorted_p.cumsum(0) - sorted_p) > self.top_ps[r]] = 0.0  # keep the top_p nucleus
+                token = order[torch.multinomial(sorted_p, 1, generator=self.rngs[r])]
+            else:
+                token = torch.multinomial(probs, 1, generator=self.rngs[r])
+            scores[r] = float("-inf")
+            scores[r, token] = 0.0
+        return scores
 
 
 BackendFactory = Callable[..., Generator]

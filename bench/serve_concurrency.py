@@ -1,0 +1,185 @@
+"""Throughput of ``saro serve`` with 8 concurrent clients versus one client at a time.
+
+Starts the server in a subprocess on a free loopback port (a tiny random Llama with the real SmolLM2 tokenizer by
+default; ``--model embedded`` or a folder for a real one), sends the same N greedy requests with a fixed
+``max_tokens`` first one at a time, then from ``--clients`` concurrent clients, and prints both throughputs
+(generated tokens per second). The last line is ``ratio <x>``: concurrent over sequential throughput. The gain
+comes from the server's request queue, which runs waiting requests as one batch.
+
+The ratio is bounded by how much more a batch of 8 costs than a single request. On a CPU that depends on the model
+and dtype: the tiny model's cost is its 49k-vocabulary output layer, which is compute-bound in float32 (a batch of
+8 costs 2.2-3.5 times one request), less so in bfloat16 on CPUs with native bf16 (about 2 times). The server runs
+with one torch thread by default (``--threads``): on a shared 2-core machine more threads collapse under load.
+
+    python bench/serve_concurrency.py                       # tiny model, float32 on CPU
+    python bench/serve_concurrency.py --dtype bfloat16      # the same in bf16
+    python bench/serve_concurrency.py --model embedded --requests 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+
+def build_tiny_model(out: Path) -> Path:
+    """A ~3M-parameter random Llama with the SmolLM2 tokenizer (as the test fixture builds it)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from saro.models.embedded import embedded_model_dir
+    from saro.models.templates import install_template
+
+    tok = AutoTokenizer.from_pretrained(embedded_model_dir())
+    install_template(tok, "chatml")
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: str, port: int, args: argparse.Namespace, log: Path) -> subprocess.Popen:
+    code = (
+        "from saro.serve import serve; "
+        f"serve({model!r}, port={port}, api_key='', model_name='bench', max_batch_size={args.max_batch_size}, "
+        f"batch_wait_ms={args.batch_wait_ms}, dtype={args.dtype!r})"
+    )
+    env = {**os.environ, "SARO_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    with open(log, "wb") as out:  # the server's log (one line per request) stays out of the report
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with code {proc.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("server did not start in 300 s")
+
+
+def run(url: str, prompts: list[str], clients: int, max_tokens: int) -> tuple[float, int]:
+    """Send every prompt once from ``clients`` threads; (seconds, generated tokens)."""
+    todo = list(range(len(prompts)))
+    lock = threading.Lock()
+    tokens = [0]
+    errors: list[str] = []
+
+    def client() -> None:
+        with httpx.Client(timeout=600) as http:
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    i = todo.pop(0)
+                r = http.post(
+                    url,
+                    json={
+                        "model": "bench",
+                        "messages": [{"role": "user", "content": prompts[i]}],
+                        "max_tokens": max_tokens,
+                        "temperature": 0,
+                    },
+                )
+                if r.status_code != 200:
+                    errors.append(f"HTTP {r.status_code}: {r.text[:200]}")
+                    return
+                with lock:
+                    tokens[0] += r.json()["usage"]["completion_tokens"]
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise SystemExit(f"requests failed: {errors[0]}")
+    return elapsed, tokens[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--model", default="tiny", help="'tiny' (random, built here), 'embedded', or a model folder"
+    )
+    ap.add_argument("--requests", type=int, default=64, help="requests per phase")
+    ap.add_argument("--clients", type=int, default=8, help="concurrent clients in the second phase")
+    ap.add_argument("--max-tokens", type=int, default=64, help="max_tokens of every request (greedy)")
+    ap.add_argument("--max-batch-size", type=int, default=8)
+    ap.add_argument("--batch-wait-ms", type=float, default=50.0)
+    ap.add_argument("--dtype", default="auto", help="model dtype of the server (auto: float32 on CPU)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the server (OMP_NUM_THREADS; 0 keeps the env)",
+    )
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = str(build_tiny_model(Path(tmp) / "tiny")) if args.model == "tiny" else args.model
+        port = free_port()
+        proc = start_server(model, port, args, Path(tmp) / "server.log")
+        try:
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            prompts = [
+                f"Request {i}: explain topic number {i} in a few sentences." for i in range(args.requests)
+            ]
+            run(url, prompts[: args.clients], args.clients, args.max_tokens)  # warm up both paths
+            run(url, prompts[:2], 1, args.max_tokens)
+            t_seq, tok_seq = run(url, prompts, 1, args.max_tokens)
+            t_con, tok_con = run(url, prompts, args.clients, args.max_tokens)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    seq, con = tok_seq / t_seq, tok_con / t_con
+    print(
+        f"model {args.model} ({args.dtype}), {args.requests} requests, max_tokens {args.max_tokens}, greedy"
+    )
+    print(f"one at a time:      {t_seq:6.2f} s  {args.requests / t_seq:7.2f} req/s  {seq:8.1f} tokens/s")
+    print(
+        f"{args.clients} concurrent clients: {t_con:6.2f} s  {args.requests / t_con:7.2f} req/s  {con:8.1f} tokens/s"
+    )
+    print(f"ratio {con / seq:.2f}")
+
+
+if __name__ == "__main__":
+    main()
