@@ -82,6 +82,35 @@ class PromptsConfig(Section):
     dedup_threshold: float | None = Field(
         None, description="also drop near-duplicates (MiniLM cosine >= this) across uses; None = exact only"
     )
+    eval_suites: list[str | dict[str, Any]] = Field(
+        default_factory=list,
+        description="benchmark suites by name or YAML path (see `saro.evaluate.suites`), expanded into eval",
+    )
+    suite_info: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="filled from eval_suites: version, type and sampling per suite"
+    )
+
+    @model_validator(mode="after")
+    def _expand_suites(self) -> PromptsConfig:
+        """Append the entries of ``eval_suites`` to ``eval`` (once: a dumped and reloaded config is unchanged)."""
+        if not self.eval_suites:
+            return self
+        from saro.evaluate.suites import expand_suites
+
+        try:
+            raw, info = expand_suites(self.eval_suites)
+            new = [PromptEntry.model_validate(e) for e in raw]
+        except (SaroError, ValidationError) as e:
+            raise ValueError(str(e).splitlines()[0]) from None
+        have = {(e.suite, e.source) for e in self.eval}
+        keys = {(e.suite, e.source) for e in new}
+        if not keys <= have:
+            clash = sorted({s for s, _ in keys} & {s for s, _ in have})
+            if clash:
+                raise ValueError(f"eval suite(s) {clash} are both in prompts.eval and prompts.eval_suites")
+            self.eval = [*self.eval, *new]
+        self.suite_info = {**self.suite_info, **info}
+        return self
 
 
 class BackendSpec(Section):
@@ -168,6 +197,16 @@ class EvalModel(Section):
     backend: BackendSpec | None = None
 
 
+class LmEvalConfig(Section):
+    """lm-evaluation-harness tasks run on each local/hub model folder (skipped with a message if not installed)."""
+
+    tasks: list[str] = Field(default_factory=lambda: ["mmlu"])
+    limit: int | None = Field(None, ge=1, description="examples per task (None = all)")
+    batch_size: int = Field(8, ge=1)
+    device: str | None = Field(None, description="cpu, cuda, cuda:0 (default: lm_eval's)")
+    args: list[str] = Field(default_factory=list, description="extra command-line arguments for lm_eval")
+
+
 class EvalConfig(Section):
     """Generate with each model on the held-out suites, judge the final answers, compute metrics."""
 
@@ -182,12 +221,32 @@ class EvalConfig(Section):
     judge_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     bootstrap: int = Field(1000, ge=0)
     contamination_threshold: float | None = Field(0.95, gt=0, le=1)
+    judge_aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra judge names -> registry judge, e.g. {refusal_plain: refusal} with its own options",
+    )
+    contamination_files: list[str] = Field(
+        default_factory=list, description="more training files (jsonl/json/csv) to check eval prompts against"
+    )
+    contamination_runs: list[str] = Field(
+        default_factory=list, description="more run folders whose training prompts are checked"
+    )
+    refusal_accuracy: bool = Field(
+        True, description="measure the refusal judge on PyRIT's human-labelled refusal set for the report"
+    )
+    lm_eval: LmEvalConfig | None = Field(
+        None, description="optional extra capability run through lm-evaluation-harness (if installed)"
+    )
 
 
 class ReportConfig(Section):
     formats: list[Literal["json", "md", "html"]] = Field(default_factory=lambda: ["json", "md", "html"])
     show_unsafe: bool = False
     examples: int = Field(3, ge=0)
+    title: str | None = Field(None, description="report title (default: the recipe name)")
+    analysis: bool = Field(
+        True, description="embed analysis/overlap.json and its plots when the run has them"
+    )
 
 
 class Recipe(Section):

@@ -598,3 +598,46 @@ def _sgbench(opts: dict[str, Any], errors: RowErrors) -> list[RawPrompt]:
             RawPrompt(str(r["query"]), "harmful", SGBENCH_CATEGORIES.get(code), f"sgbench-{lineno}", meta)
         )
     return out
+
+
+SALAD_CATEGORIES = {
+    "O1": "hate_harassment",
+    "O2": "misinformation_manipulation",
+    "O4": "privacy_surveillance",
+}
+SALAD_TEXT = {"base_set": "question", "attack_enhanced_set": "augq", "defense_enhanced_set": "daugq"}
+
+
+@register_source(
+    "salad_bench",
+    "SALAD-Bench (schema qid,question,1-category..; attack set aid,baseq,augq,method): hub or local file",
+    "harmful",
+    ("path", "dataset", "config", "split", "revision"),
+)
+def _salad_bench(opts: dict[str, Any], errors: RowErrors) -> list[RawPrompt]:
+    config = opts.get("config", "base_set")
+    if config not in SALAD_TEXT:
+        raise SaroError(
+            f"prompt source 'salad_bench': config '{config}' is not one of {', '.join(SALAD_TEXT)}"
+        )
+    hub = {"dataset": "OpenSafetyLab/Salad-Data", "config": config, "split": "train"}
+    where, rows = _hub_or_path_rows({**hub, **opts}, errors)
+    out = []
+    for lineno, r in rows:
+        # a local file may hold either set: take the column the row has
+        col = next((c for c in (SALAD_TEXT[config], "augq", "daugq", "question") if c in r), None)
+        if col is None:
+            errors.bad(where, lineno, f"no '{SALAD_TEXT[config]}' column (columns: {', '.join(map(str, r))})")
+            continue
+        cat1 = str(r.get("1-category") or "")
+        meta = {
+            "salad_category": [r.get(k) for k in ("1-category", "2-category", "3-category")],
+            "method": r.get("method"),
+            "wrapped": col != "question",
+            "_where": (where, lineno),
+        }
+        rid = r.get("aid", r.get("qid", lineno))
+        out.append(
+            RawPrompt(str(r[col]), "harmful", SALAD_CATEGORIES.get(cat1.split(":")[0]), f"salad-{rid}", meta)
+        )
+    return out
