@@ -157,23 +157,137 @@ def train_dpo(
 
 @app.command("eval")
 def eval_cmd(
-    recipe: RecipeArg, set_: SetOpt = None, overwrite: OverwriteOpt = False, verbose: VerboseOpt = False
+    recipe: Annotated[
+        str | None,
+        typer.Argument(help="Recipe YAML (runs its eval stage); omit it to evaluate --model folders."),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="NAME=SOURCE (folder, hub id, 'embedded'; prefix vllm: or openai:). Repeatable.",
+        ),
+    ] = None,
+    suite: Annotated[
+        list[str] | None, typer.Option("--suite", help="Suite name or YAML (default: demo). Repeatable.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run folder for a recipe-less evaluation.")
+    ] = None,
+    judge: Annotated[
+        list[str] | None,
+        typer.Option("--judge", help="Judge (first = primary; ALIAS=JUDGE for a second copy)."),
+    ] = None,
+    judge_option: Annotated[
+        list[str] | None, typer.Option("--judge-option", help="JUDGE.KEY=VALUE, e.g. llama_guard.model=PATH.")
+    ] = None,
+    n: Annotated[
+        int | None, typer.Option("--n", help="Prompts per suite entry (smaller, quicker runs).")
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens per generation.")] = 256,
+    reasoning_budget: Annotated[
+        int | None, typer.Option(help="Close </think> after this many thinking tokens, then answer.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Generation batch size.")] = 8,
+    backend: Annotated[str, typer.Option(help="Default backend for --model: hf, vllm or openai.")] = "hf",
+    base_url: Annotated[str | None, typer.Option(help="openai backend: server URL.")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="openai backend: NAME of the key variable.")] = None,
+    train_data: Annotated[
+        list[str] | None, typer.Option("--train-data", help="Training file to check for contamination.")
+    ] = None,
+    train_run: Annotated[
+        list[str] | None, typer.Option("--train-run", help="Run folder whose training data is checked.")
+    ] = None,
+    contamination_threshold: Annotated[
+        float, typer.Option(help="Near-duplicate MiniLM cosine threshold (0 turns the near check off).")
+    ] = 0.95,
+    lm_eval_task: Annotated[
+        list[str] | None,
+        typer.Option("--lm-eval-task", help="Also run lm-evaluation-harness (if installed)."),
+    ] = None,
+    lm_eval_limit: Annotated[int | None, typer.Option(help="Examples per lm-eval task.")] = None,
+    show_unsafe: Annotated[
+        bool, typer.Option("--show-unsafe", help="Show harmful completions unredacted in the report.")
+    ] = False,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    threads: Annotated[int | None, typer.Option(help="Torch threads.")] = None,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Generate with each model on the held-out suites, judge, and compute metrics with intervals."""
-    _stage(recipe, "eval", set_, overwrite, verbose)
+    """Generate with each model on the held-out suites, judge, and compute metrics with intervals.
+
+    With a RECIPE: run its eval stage. Without: evaluate the --model folders on --suite suites into --out
+    (prompts, eval and report stages), e.g. saro eval -m base=embedded -m rw=runs/demo/train_sft/final
+    --suite harmbench --suite rho-overrefusal --out runs/eval-x
+    """
+    if recipe is not None:
+        if model or out:
+            raise SaroError("saro eval: give a RECIPE or --model/--out, not both")
+        _stage(recipe, "eval", set_, overwrite, verbose)
+        return
+    setup_logging(verbose)
+    from saro.evaluate.standalone import StandaloneEval, run_standalone
+
+    if out is None:
+        raise SaroError("saro eval: give a RECIPE, or --model NAME=SOURCE (repeatable) and --out RUN_FOLDER")
+    opts = StandaloneEval(
+        models=list(model or []),
+        out=str(out),
+        suites=list(suite or []),
+        judges=list(judge or []),
+        judge_options=list(judge_option or []),
+        n=n,
+        max_new_tokens=max_new_tokens,
+        reasoning_budget=reasoning_budget,
+        batch_size=batch_size,
+        backend=backend,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        train_data=list(train_data or []),
+        train_runs=list(train_run or []),
+        contamination_threshold=contamination_threshold or None,
+        lm_eval_tasks=list(lm_eval_task or []),
+        lm_eval_limit=lm_eval_limit,
+        show_unsafe=show_unsafe,
+        bootstrap=bootstrap,
+        seed=seed,
+        threads=threads,
+        overrides=list(set_ or []),
+    )
+    r, _ = run_standalone(opts, overwrite=overwrite)
+    _print_summary(r.resolved_run_dir())
 
 
 @app.command()
 def report(
-    recipe: RecipeArg,
+    recipe: Annotated[
+        str, typer.Argument(help="Recipe YAML, or a run folder (e.g. one made by saro eval --out).")
+    ],
     set_: SetOpt = None,
     show_unsafe: Annotated[
-        bool, typer.Option("--show-unsafe", help="Show harmful completions unredacted.")
+        bool, typer.Option("--show-unsafe", help="Show harmful prompts and completions unredacted.")
     ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Write report.json / report.md / report.html for a run and print the summary table."""
     overrides = list(set_ or []) + (["report.show_unsafe=true"] if show_unsafe else [])
+    if Path(recipe).is_dir():
+        setup_logging(verbose)
+        from saro.evaluate.standalone import recipe_from_run
+        from saro.pipeline import RunDir, run_stage
+        from saro.recipe import apply_overrides, validate_recipe
+
+        r = recipe_from_run(recipe)
+        if overrides:
+            r = validate_recipe(apply_overrides(r.model_dump(mode="json"), overrides), where=recipe)
+        if r.report is None:
+            raise SaroError(f"{recipe}: its recipe has no report section")
+        run_stage(r, "report", overwrite=True, run=RunDir(recipe))
+        _print_summary(Path(recipe))
+        return
     _stage(recipe, "report", overrides, True, verbose)
     r = _recipe(recipe, overrides)
     _print_summary(r.resolved_run_dir())

@@ -1,9 +1,14 @@
-"""The ``eval`` stage: every model generates on the held-out suites, the judges label the final answers, and
+"""The ``eval`` stage: every model generates on the held-out suites, every judge labels the final answers, and
 metrics with bootstrap intervals are computed per model and suite.
 
 Files (``runs/<name>/eval/``): ``<model>/generations.jsonl`` (EvalRecord, resumable by id),
-``judgements.jsonl`` (one Judgement per record and judge, resumable), ``metrics.json``.
-Completions to harmful prompts stay in these files; nothing is printed.
+``judgements.jsonl`` (one Judgement per record and judge, resumable), ``contamination.json`` (eval prompts found in
+the models' training data), ``metrics.json``. Completions to harmful prompts stay in these files; nothing is
+printed.
+
+Generation goes through any backend (``hf``, ``vllm``, ``openai``: ``eval.models[].backend``), greedy unless a
+suite asks otherwise; each suite's sampling (``saro.evaluate.suites``) is applied, with ``max_new_tokens`` capped by
+``eval.max_new_tokens`` and ``eval.reasoning_budget`` as the default thinking budget.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from saro.evaluate.metrics import compute_metrics
+from saro.errors import SaroError
+from saro.evaluate.metrics import compute_metrics, judge_agreement
+from saro.evaluate.suites import suite_sampling
 from saro.models.generate import SamplingParams, make_generator
 from saro.pipeline import StageContext
 from saro.reasoning import parse
@@ -32,6 +39,19 @@ from saro.records import (
 )
 
 log = logging.getLogger(__name__)
+
+# prompt metadata carried into EvalRecords (what metrics need; never the unwrapped harmful text)
+RECORD_META = (
+    "answer",
+    "attack_split",
+    "attack_family",
+    "source_id",
+    "xstest_type",
+    "data_type",
+    "method",
+    "wrapped",
+)
+PYRIT_REFUSAL = ("pyrit", "pyrit/datasets/scorer_evals/refusal_scorer/refusal.csv")
 
 
 def suite_of(p: Prompt) -> str:
@@ -52,31 +72,61 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ctx.set_threads()
     prompts = read_jsonl(ctx.require("prompts", "eval.jsonl"), Prompt)
     if not prompts:
-        from saro.errors import SaroError
-
-        raise SaroError("eval: the recipe has no eval prompts (prompts.eval is empty)")
+        raise SaroError(
+            "eval: the recipe has no eval prompts (prompts.eval and prompts.eval_suites are empty)"
+        )
+    contamination = check_contamination(ctx, cfg, prompts)
     for m in cfg.models:
         generate_for_model(ctx, cfg, m, prompts)
     records = {m.name: read_jsonl(gen_path(ctx.dir, m.name), EvalRecord) for m in cfg.models}
     judge_records(ctx.dir, cfg, prompts, records)
+    declared = {s: i["type"] for s, i in ctx.recipe.prompts.suite_info.items() if i.get("type")}
     metrics = {
-        name: compute_metrics(rs, cfg.judges[0], cfg.bootstrap, ctx.seed) for name, rs in records.items()
+        name: compute_metrics(rs, cfg.judges[0], cfg.bootstrap, ctx.seed, declared, cfg.judges)
+        for name, rs in records.items()
     }
+    if cfg.lm_eval is not None:
+        for m in cfg.models:
+            metrics[m.name]["lm_eval"] = lm_eval_for_model(ctx, cfg, m)
+    every = [r for rs in records.values() for r in rs]
     out = {
         "primary_judge": cfg.judges[0],
         "judges": cfg.judges,
+        "judge_info": judge_info(cfg),
+        "agreement": judge_agreement(every, cfg.judges),
         "models": metrics,
         "sources": {m.name: m.source for m in cfg.models},
+        "backends": {m.name: (m.backend.backend if m.backend else "hf") for m in cfg.models},
+        "suites": ctx.recipe.prompts.suite_info,
+        "contamination": contamination,
     }
     atomic_write_json(ctx.dir / "metrics.json", out)
-    return {"models": list(metrics), "records": sum(len(r) for r in records.values())}
+    return {
+        "models": list(metrics),
+        "records": len(every),
+        "contaminated": contamination.get("contaminated", 0),
+    }
 
 
 def gen_path(d: Path, model: str) -> Path:
     return d / _safe_name(model) / "generations.jsonl"
 
 
+def sampling_for(ctx: StageContext, cfg: EvalConfig, m: EvalModel, suite: str) -> SamplingParams:
+    """Decoding settings for one model on one suite: the suite's sampling, capped by the eval section."""
+    s = suite_sampling(ctx.recipe.prompts.suite_info.get(suite))
+    cap = cfg.base_max_new_tokens if m.source == "@base" and cfg.base_max_new_tokens else cfg.max_new_tokens
+    return SamplingParams(
+        max_new_tokens=min(s.max_new_tokens or cap, cap),
+        temperature=s.temperature,
+        top_p=s.top_p,
+        seed=ctx.seed,
+        reasoning_budget=s.reasoning_budget or cfg.reasoning_budget,
+    )
+
+
 def generate_for_model(ctx: StageContext, cfg: EvalConfig, m: EvalModel, prompts: list[Prompt]) -> None:
+    """Generate (resumably) for every eval prompt this model has no record for yet."""
     path = gen_path(ctx.dir, m.name)
     with JsonlWriter(path) as w:
         todo = [p for p in prompts if stable_id(m.name, p.id) not in w]
@@ -87,42 +137,38 @@ def generate_for_model(ctx: StageContext, cfg: EvalConfig, m: EvalModel, prompts
             spec = spec.model_copy(update={"model": m.source})
         from saro.models.teacher import backend_kwargs
 
+        groups: dict[SamplingParams, list[Prompt]] = defaultdict(list)
+        for p in todo:
+            groups[sampling_for(ctx, cfg, m, suite_of(p))].append(p)
         gen = make_generator(**backend_kwargs(spec, ctx))
-        is_base = m.source == "@base"
-        max_new = cfg.base_max_new_tokens if is_base and cfg.base_max_new_tokens else cfg.max_new_tokens
-        params = SamplingParams(
-            max_new_tokens=max_new, temperature=0.0, seed=ctx.seed, reasoning_budget=cfg.reasoning_budget
-        )
         tok = _tokenizer(ctx, spec, m)
-        convs = [[{ROLE: "user", CONTENT: p.text}] for p in todo]
-        for idx, gens in gen.generate_batches(convs, params, description=f"eval {m.name}"):
-            for i, g in zip(idx, gens, strict=True):
-                p, out = todo[i], g[0]
-                parsed = parse(out.text)
-                n_r = _count(tok, parsed.reasoning or "")
-                n_a = _count(tok, parsed.answer) if parsed.finished else 0
-                w.write(
-                    EvalRecord(
-                        id=stable_id(m.name, p.id),
-                        model=m.name,
-                        suite=suite_of(p),
-                        prompt_id=p.id,
-                        text=p.text,
-                        kind=p.kind,
-                        category=p.category,
-                        attack=p.attack,
-                        completion=out.text,
-                        reasoning_tokens=n_r,
-                        answer_tokens=n_a,
-                        finished=out.finished and parsed.finished,
-                        meta={
-                            k: v
-                            for k, v in p.meta.items()
-                            if k in ("answer", "attack_split", "attack_family", "source_id")
-                        },
-                    )
-                )
-        gen.close()
+        try:
+            for params, group in groups.items():
+                convs = [[{ROLE: "user", CONTENT: p.text}] for p in group]
+                for idx, gens in gen.generate_batches(convs, params, description=f"eval {m.name}"):
+                    for i, g in zip(idx, gens, strict=True):
+                        w.write(_record(m, group[i], g[0], tok))
+        finally:
+            gen.close()
+
+
+def _record(m: EvalModel, p: Prompt, out: Any, tok: Any) -> EvalRecord:
+    parsed = parse(out.text)
+    return EvalRecord(
+        id=stable_id(m.name, p.id),
+        model=m.name,
+        suite=suite_of(p),
+        prompt_id=p.id,
+        text=p.text,
+        kind=p.kind,
+        category=p.category,
+        attack=p.attack,
+        completion=out.text,
+        reasoning_tokens=_count(tok, parsed.reasoning or ""),
+        answer_tokens=_count(tok, parsed.answer) if parsed.finished else 0,
+        finished=out.finished and parsed.finished,
+        meta={k: v for k, v in p.meta.items() if k in RECORD_META and v is not None},
+    )
 
 
 def _tokenizer(ctx: StageContext, spec: BackendSpec, m: EvalModel) -> Any:
@@ -137,10 +183,16 @@ def _count(tok: Any, text: str) -> int:
     return len(tok(text, add_special_tokens=False)["input_ids"]) if text else 0
 
 
+def registry_name(cfg: EvalConfig, judge: str) -> str:
+    """The registered judge behind a judge name of the eval section (``judge_aliases`` resolved)."""
+    return cfg.judge_aliases.get(judge, judge)
+
+
 def judge_records(
     d: Path, cfg: EvalConfig, prompts: list[Prompt], records: dict[str, list[EvalRecord]]
 ) -> None:
     """Label every record with every judge (resumable), and copy the labels into the records in memory."""
+    from saro.console import make_progress
     from saro.judges import JudgeInput, get_judge
 
     path = d / "judgements.jsonl"
@@ -149,25 +201,109 @@ def judge_records(
             todo = [r for rs in records.values() for r in rs if stable_id(r.id, name) not in w]
             if not todo:
                 continue
-            judge = get_judge(name, **cfg.judge_options.get(name, {}))
+            judge = get_judge(registry_name(cfg, name), **cfg.judge_options.get(name, {}))
             chunk = 64
-            for s in range(0, len(todo), chunk):
-                part = todo[s : s + chunk]
-                verdicts = judge.judge([JudgeInput(r.text, r.completion) for r in part])
-                for r, v in zip(part, verdicts, strict=True):
-                    w.write(
-                        Judgement(
-                            id=stable_id(r.id, name),
-                            record_id=r.id,
-                            judge=name,
-                            label=v.label,
-                            score=v.score,
-                            raw=v.raw,
-                        )
-                    )
+            try:
+                with make_progress() as prog:
+                    task = prog.add_task(f"judge {name}", total=len(todo))
+                    for s in range(0, len(todo), chunk):
+                        part = todo[s : s + chunk]
+                        verdicts = judge.judge([JudgeInput(r.text, r.completion) for r in part])
+                        for r, v in zip(part, verdicts, strict=True):
+                            w.write(
+                                Judgement(
+                                    id=stable_id(r.id, name),
+                                    record_id=r.id,
+                                    judge=name,
+                                    label=v.label,
+                                    score=v.score,
+                                    raw=v.raw,
+                                )
+                            )
+                        prog.advance(task, len(part))
+            finally:
+                judge.close()
     labels: dict[str, dict[str, str]] = defaultdict(dict)
     for j in read_jsonl(path, Judgement):
         labels[j.record_id][j.judge] = j.label
     for rs in records.values():
         for r in rs:
             r.labels = labels.get(r.id, {})
+
+
+def judge_info(cfg: EvalConfig) -> dict[str, Any]:
+    """Per judge: the registered judge, its options, and for refusal judges the measured agreement with PyRIT's
+    human-labelled refusal examples (same options)."""
+    out: dict[str, Any] = {}
+    for name in cfg.judges:
+        reg = registry_name(cfg, name)
+        opts = cfg.judge_options.get(name, {})
+        entry: dict[str, Any] = {"judge": reg, "options": opts}
+        if reg == "refusal":
+            entry["offtopic_is_refusal"] = opts.get("offtopic_is_refusal", True)
+            if cfg.refusal_accuracy:
+                entry["accuracy"] = refusal_accuracy(opts)
+        out[name] = entry
+    return out
+
+
+def refusal_accuracy(options: dict[str, Any]) -> dict[str, Any]:
+    """The refusal judge's agreement with PyRIT's labelled refusal set (``{"error": ...}`` when unavailable)."""
+    from saro.judges.refusal import RefusalJudge, refusal_judge_agreement
+    from saro.paths import package_file
+
+    try:
+        path = package_file(*PYRIT_REFUSAL)
+        res = refusal_judge_agreement(path, RefusalJudge(**options))
+    except (SaroError, TypeError) as e:
+        return {"error": str(e)}
+    return {
+        "dataset": "pyrit scorer_evals/refusal_scorer/refusal.csv (human labels)",
+        **{k: res[k] for k in ("n", "agreement", "precision", "recall", "confusion")},
+    }
+
+
+def check_contamination(ctx: StageContext, cfg: EvalConfig, prompts: list[Prompt]) -> dict[str, Any]:
+    """Eval prompts against the training data of the evaluated models' runs (and extra files); written to
+    ``eval/contamination.json``."""
+    from saro.analysis.contamination import contamination_report, run_dir_of, training_files
+
+    runs: list[Path] = []
+    if training_files(ctx.run.root):
+        runs.append(ctx.run.root)
+    for m in cfg.models:
+        if m.source.startswith("@"):
+            continue
+        r = run_dir_of(m.source)
+        if r is not None:
+            runs.append(r)
+    runs += [_resolve(ctx, r) for r in cfg.contamination_runs]
+    files = [_resolve(ctx, f) for f in cfg.contamination_files]
+    out = contamination_report(prompts, list(dict.fromkeys(runs)), files, cfg.contamination_threshold)
+    atomic_write_json(ctx.dir / "contamination.json", out)
+    return out
+
+
+def _resolve(ctx: StageContext, path: str) -> Path:
+    p = Path(path)
+    if not p.is_absolute() and not p.exists() and ctx.recipe.path:
+        alt = Path(ctx.recipe.path).parent / p
+        if alt.exists():
+            return alt
+    return p
+
+
+def lm_eval_for_model(ctx: StageContext, cfg: EvalConfig, m: EvalModel) -> dict[str, Any]:
+    """The optional lm-evaluation-harness run on a local or hub model (API models are skipped)."""
+    from saro.evaluate.harness import run_lm_eval
+
+    assert cfg.lm_eval is not None
+    if m.backend is not None and m.backend.backend == "openai":
+        return {"skipped": "lm_eval runs on model folders; this model is served through an API"}
+    from saro.models.loading import resolve_source
+
+    source = resolve_source(ctx.resolve_model(m.backend.model if m.backend and m.backend.model else m.source))
+    c = cfg.lm_eval
+    return run_lm_eval(
+        source, c.tasks, ctx.dir / _safe_name(m.name) / "lm_eval", c.limit, c.batch_size, c.device, c.args
+    )
