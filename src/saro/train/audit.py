@@ -170,6 +170,7 @@ def audit_dpo(
         "dropped": len(dropped),
         "truncated": len(truncated),
         "dropped_index": dropped[:50],
+        "_dropped_all": dropped,  # popped before audit.json is written
         "lengths": _length_stats(lengths, max_len),
         "prompt_tokens_max": max((len(p) for p in p_ids), default=0),
         "ok": not problems,

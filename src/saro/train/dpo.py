@@ -87,6 +87,7 @@ def train_dpo(
         return common.read_summary(out)
 
     audit = audit_dpo(tok, list(train_ds[PROMPT]), list(train_ds[CHOSEN]), list(train_ds[REJECTED]), eot, cfg)
+    dropped = set(audit.pop("_dropped_all"))
     audit["template"] = template
     common.write_audit(out, audit)
     if audit["problems"]:
@@ -101,8 +102,8 @@ def train_dpo(
     cached = False
     if cfg.precompute_ref_log_probs:
         stored = _read_ref_logps(out, ref_key)
-        kept = set(ids) - {ids[i] for i in audit["dropped_index"]} if audit["dropped"] <= 50 else None
-        if stored is not None and kept is not None and kept <= stored.keys():
+        kept = {x for i, x in enumerate(ids) if i not in dropped}  # TRL drops the others before its pass
+        if stored is not None and kept <= stored.keys():
             with common.state().main_process_first():
                 train_ds = train_ds.map(
                     lambda row: dict(
