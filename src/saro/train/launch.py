@@ -17,7 +17,6 @@ from saro.records import atomic_write_json
 log = logging.getLogger(__name__)
 
 STAGES = ("sft", "dpo")
-ACCELERATE_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "accelerate"
 
 
 def write_spec(
