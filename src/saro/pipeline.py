@@ -256,6 +256,8 @@ def run_stage(
         log.info("stage %s: done (config unchanged), skipping", stage)
         return st.get("summary", {})
     sdir = run.stage_dir(stage)
+    if not overwrite and recipe.reuse_from and _reuse(recipe, stage, h, run):
+        return run.status(stage).get("summary", {})
     if overwrite or (st and st.get("hash") != h):
         if sdir.exists():
             why = "--overwrite" if overwrite else "config changed"
@@ -274,6 +276,29 @@ def run_stage(
     run.update_stage(stage, status="done", finished=_now(), seconds=dt, summary=summary)
     log.info("stage %s: done in %.0f s", stage, dt)
     return summary
+
+
+def _reuse(recipe: Recipe, stage: str, h: str, run: RunDir) -> bool:
+    """Copy a stage done with the same hash in ``recipe.reuse_from`` (hard links where possible)."""
+    src = Path(recipe.reuse_from or "")
+    if not (src / "manifest.json").exists() or src.resolve() == run.root.resolve():
+        return False
+    other = RunDir(src)
+    if not other.is_done(stage, h):
+        return False
+    dst = run.stage_dir(stage)
+    if dst.exists():
+        shutil.rmtree(dst)
+    try:
+        shutil.copytree(other.stage_dir(stage), dst, copy_function=os.link)
+    except OSError:
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(other.stage_dir(stage), dst)
+    _write_run_info(run, recipe, stage_hashes(recipe))
+    st = other.status(stage)
+    run.update_stage(stage, **{**st, "reused_from": str(src)})
+    log.info("stage %s: same config as in %s, reused", stage, src)
+    return True
 
 
 def _stage_config(recipe: Recipe, stage: str) -> Any:
