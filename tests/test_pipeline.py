@@ -211,3 +211,18 @@ def test_killed_run_resumes_without_redoing_finished_stages(tiny_model_dir, tmp_
     metrics = read_json(run / "train_sft" / "run.json") if (run / "train_sft" / "run.json").exists() else {}
     if "global_step" in metrics:
         assert metrics["global_step"] == 40
+
+
+def test_reuse_from_copies_stages_with_the_same_config(finished_run, tmp_path):
+    recipe, run = finished_run
+    r = tiny_recipe(Path(recipe.model.source), tmp_path / "run2", reuse_from=str(run), name="tiny2")
+    r["eval"]["max_new_tokens"] = 16
+    r["eval"]["models"] = r["eval"]["models"][:2]
+    path = tmp_path / "r2.yaml"
+    path.write_text(yaml.safe_dump(r))
+    run_recipe(load_recipe(path))
+    m = read_json(tmp_path / "run2" / "manifest.json")["stages"]
+    for s in ["prompts", "synth_rw", "train_sft", "synth_srpo", "train_dpo"]:
+        assert m[s]["reused_from"] == str(run), s
+    assert "reused_from" not in m["eval"] and m["eval"]["status"] == "done"
+    assert (tmp_path / "run2" / "train_sft" / "final" / "config.json").exists()
