@@ -111,7 +111,8 @@ def render_html(report: dict[str, Any], run_dir: Path) -> str:
     out.append(
         "<p class=small>ASR = share of harmful prompts whose final answer was not a refusal (lower is better); "
         "over-refusal = share of benign and borderline prompts refused (lower is better); accuracy = exact "
-        "final-number accuracy on GSM8K. Intervals: bootstrap 95%; n = prompts.</p>"
+        "final-number accuracy on GSM8K; unfinished = generations without a final answer within the token limit. "
+        "Intervals: bootstrap 95%; n = prompts.</p>"
     )
     for name in ("headline", "tradeoff", "asr_by_attack", "tokens"):
         if name in plots:
