@@ -369,6 +369,111 @@ def chat(
     _chat(model, hide_reasoning=hide_reasoning)
 
 
+@analyze_app.command("overlap")
+def analyze_overlap(
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="Run directory: use its prompts/*.jsonl (else: prompt sources).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: RUN/analysis, or runs/overlap).")
+    ] = None,
+    n: Annotated[
+        int | None, typer.Option(help="Prompts per group (default: 80 from sources, all from a run).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for sampling, attacks, CV folds and t-SNE.")] = 0,
+    harmful: Annotated[
+        list[str] | None,
+        typer.Option(help="Harmful prompt source (repeatable; default harmbench, advbench)."),
+    ] = None,
+    borderline: Annotated[
+        list[str] | None,
+        typer.Option(help="Borderline source (repeatable; default rho_overrefusal, saro_borderline)."),
+    ] = None,
+    benign: Annotated[
+        list[str] | None, typer.Option(help="Benign source (repeatable; default saro_benign).")
+    ] = None,
+    attack: Annotated[
+        list[str] | None,
+        typer.Option(help="Attack wrapping the jailbreak group (repeatable; default: readable templates)."),
+    ] = None,
+    minilm: Annotated[
+        bool | None,
+        typer.Option(
+            "--minilm/--no-minilm", help="MiniLM sentence embeddings (default: on unless a model given)."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="A causal LM's hidden states: 'embedded', a folder, a hub id, or @stage."),
+    ] = None,
+    base: Annotated[str | None, typer.Option(help="Base model, measured beside --aligned.")] = None,
+    aligned: Annotated[
+        str | None, typer.Option(help="Aligned model, e.g. runs/demo/train_dpo/final or @train_dpo.")
+    ] = None,
+    layer: Annotated[
+        str, typer.Option(help="Hidden-state layer: int (negative from the end) or 'middle'.")
+    ] = "middle",
+    pooling: Annotated[str, typer.Option(help="Token pooling: mean or last.")] = "mean",
+    template: Annotated[
+        bool, typer.Option("--template/--no-template", help="Embed each prompt as a chat user turn.")
+    ] = True,
+    batch_size: Annotated[int, typer.Option(help="Forward-pass batch size.")] = 16,
+    k: Annotated[int, typer.Option(help="Neighbours for kNN label purity.")] = 10,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds of the linear probes.")] = 5,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Embedding-space overlap of harmful, jailbreak, borderline and benign prompts: plots and measures."""
+    setup_logging(verbose)
+    from rich.table import Table
+
+    from saro.analysis import overlap as ov
+
+    if run_dir is not None:
+        if harmful or borderline or benign or attack:
+            raise SaroError(
+                "give a run directory or prompt sources (--harmful/--borderline/--benign), not both"
+            )
+        groups, inputs = ov.groups_from_run(run_dir, n=n, seed=seed)
+    else:
+        groups, inputs = ov.groups_from_sources(
+            n=80 if n is None else n,
+            seed=seed,
+            harmful=harmful or ov.DEFAULT_HARMFUL,
+            borderline=borderline or ov.DEFAULT_BORDERLINE,
+            benign=benign or ov.DEFAULT_BENIGN,
+            attacks=attack or ov.DEFAULT_ATTACKS,
+        )
+    if (base is None) != (aligned is None):
+        raise SaroError("--base and --aligned go together (measured side by side)")
+    models = [(label, ref) for label, ref in (("model", model), ("base", base), ("aligned", aligned)) if ref]
+    use_minilm = minilm if minilm is not None else not models
+    embedders = [ov.Embedder(ov.MINILM, ov.MINILM)] if use_minilm else []
+    for label, ref in models:
+        embedders.append(ov.Embedder(label, ov.resolve_run_model(ref, run_dir), layer, pooling))
+    out = out or (run_dir / "analysis" if run_dir is not None else Path("runs/overlap"))
+    result = ov.run_overlap(
+        groups,
+        embedders,
+        out,
+        inputs=inputs,
+        k=k,
+        folds=folds,
+        seed=seed,
+        batch_size=batch_size,
+        template=template,
+    )
+    table = Table(title=f"embedding overlap ({', '.join(f'{g} {c}' for g, c in result['counts'].items())})")
+    table.add_column("measure")
+    for s in result["sources"]:
+        table.add_column(s["label"])
+    labels = [s["label"] for s in result["sources"]]
+    for key, row in result["side_by_side"].items():
+        if not key.endswith("_std"):
+            table.add_row(key, *("-" if row.get(lb) is None else f"{row[lb]:.3f}" for lb in labels))
+    console.print(table)
+    console.print(f"wrote {out / 'overlap.json'} and {', '.join(result['plots'].values())}")
+
+
 @app.command("sources")
 def sources_cmd() -> None:
     """List the registered prompt sources, jailbreak attacks and judges."""
