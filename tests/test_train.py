@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +242,13 @@ def test_sft_learns_and_resumes_after_interruption(
     again = train_sft(build_sft_config(_sft_section(tiny_model_dir), str(out)), data["sft"])
     assert again["skipped"] and again["global_step"] == 6
 
+    # Killed while final/ was being written (the old one moved aside, the new one not yet renamed in):
+    # the stage resumes from the last checkpoint, trains nothing more and writes final/ again.
+    (out / "final").rename(out / ".tmp-final")
+    redo = train_sft(build_sft_config(_sft_section(tiny_model_dir), str(out)), data["sft"])
+    assert not redo["skipped"] and redo["resumed_from"] == "checkpoint-6" and redo["global_step"] == 6
+    assert (out / "final" / "saro_train.json").is_file() and not (out / ".tmp-final").exists()
+
 
 def test_sft_lora_trains_adapters_only_and_merges_exactly(
     tiny_model_dir: Path, data: dict[str, Path], tmp_path: Path
@@ -362,6 +370,17 @@ def test_dpo_learns_stores_ref_logps_and_resumes(
     assert sorted({s["step"] for s in samples}) == [0, 3, 6]
     assert len(samples) == 3 * 2  # steps 0, 3, 6 x two prompts: step 3 not written twice after the resume
     assert all(set(s) == {"step", "prompt", "completion", "finished"} for s in samples)
+
+    # Killed during the final save: finished from the last checkpoint, without an extra step.
+    margins = summary["rewards/margins"]
+    shutil.rmtree(out / "final")
+    redo = train_dpo(build_dpo_config(_dpo_section(tiny_model_dir), str(out)), data["dpo"])
+    assert (
+        redo["resumed_from"] == "checkpoint-6"
+        and redo["global_step"] == 6
+        and redo["rewards/margins"] == margins
+    )
+    assert _weights(out / "final").keys() == _weights(tiny_model_dir).keys()
 
 
 def test_dpo_lora_uses_disabled_adapters_as_reference(

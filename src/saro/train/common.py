@@ -505,9 +505,15 @@ def stage_callbacks(cfg: Any, tok: Any, extra: Iterable[Any] | None) -> list[Any
 # --------------------------------------------------------------------------------------------- final save
 
 
-def save_final(trainer: Any, cfg: Any, tok: Any, eot: str, info: dict[str, Any]) -> Path:
+def save_final(
+    trainer: Any, cfg: Any, tok: Any, eot: str, info: dict[str, Any], source: Path | None = None
+) -> Path:
     """Write ``output_dir/final`` atomically (temp folder + rename); with LoRA also ``output_dir/adapter``, and the
-    final model is base + adapter merged unless ``merge_lora`` is off."""
+    final model is base + adapter merged unless ``merge_lora`` is off.
+
+    With ``source`` (a checkpoint of the last step) the weights are taken from that folder instead of the trainer:
+    used when a kill hit after the last checkpoint, since the Trainer would run one step too many on resuming there.
+    """
     out = Path(cfg.output_dir)
     final = out / FINAL
     tmp = out / f".tmp-{FINAL}"
@@ -516,23 +522,69 @@ def save_final(trainer: Any, cfg: Any, tok: Any, eot: str, info: dict[str, Any])
         for p in (tmp, tmp_adapter):
             shutil.rmtree(p, ignore_errors=True)
     barrier()
-    if cfg.use_lora:
-        trainer.save_model(str(tmp_adapter))  # every rank: gathers sharded adapters
-        if is_main():
+    target = tmp_adapter if cfg.use_lora else tmp
+    if source is None:
+        trainer.save_model(str(target))  # every rank: gathers sharded weights/adapters
+    elif is_main():
+        _copy_model_files(source, target)
+        tok.save_pretrained(target)
+    if is_main():
+        if cfg.use_lora:
             _replace_dir(tmp_adapter, out / ADAPTER)
             if cfg.merge_lora:
                 _merge_adapter(cfg, out / ADAPTER, tmp)
                 tok.save_pretrained(tmp)
             else:
                 shutil.copytree(out / ADAPTER, tmp)
-    else:
-        trainer.save_model(str(tmp))
-    if is_main():
         _set_generation_eos(tmp, tok, eot)
         atomic_write_json(tmp / STAGE_FILE, info)
         _replace_dir(tmp, final)
     barrier()
     return final
+
+
+def _copy_model_files(src: Path, dest: Path) -> None:
+    """Model/adapter, config and tokenizer files of a checkpoint (not optimizer, scheduler, RNG or DeepSpeed shards)."""
+    dest.mkdir(parents=True)
+    for f in src.iterdir():
+        if (
+            f.is_file()
+            and f.suffix in (".safetensors", ".json", ".jinja", ".txt", ".model")
+            and f.name != ("trainer_state.json")
+        ):
+            shutil.copy2(f, dest / f.name)
+
+
+def finished_checkpoint(ckpt: Path | None) -> bool:
+    """True when ``ckpt`` was saved at the last step of its run (the run only lacks its final save)."""
+    if ckpt is None:
+        return False
+    st = _read_json(ckpt / "trainer_state.json") or {}
+    return 0 < st.get("max_steps", 0) <= st.get("global_step", -1)
+
+
+def summary_from_checkpoint(
+    ckpt: Path, stage: str, world_size: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The summary ``train_summary`` would give, read from a last-step checkpoint (no training ran now)."""
+    st = _read_json(ckpt / "trainer_state.json") or {}
+    hist = st.get("log_history", [])
+    losses = [h["loss"] for h in hist if "loss" in h]
+    summary = {
+        "stage": stage,
+        "global_step": st.get("global_step"),
+        "max_steps": st.get("max_steps"),
+        "epoch": st.get("epoch"),
+        "train_loss": None,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "train_runtime": 0.0,
+        "train_tokens": 0,
+        "train_tokens_per_second": None,
+        "resumed_from": ckpt.name,
+        "world_size": world_size,
+    }
+    return summary, hist
 
 
 def _merge_adapter(cfg: Any, adapter_dir: Path, dest: Path) -> None:

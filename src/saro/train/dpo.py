@@ -97,7 +97,64 @@ def train_dpo(
             )
         log.warning("train_dpo: audit problems ignored (audit: false): %s", "; ".join(audit["problems"]))
 
-    # Reference log-probs: reuse the stored ones when data, reference and tokenisation are unchanged.
+    trainer, source, cached = None, None, False
+    if common.finished_checkpoint(resume):
+        # Killed after the last checkpoint: the Trainer would take one step too many, so finish from the files.
+        log.info("train_dpo: %s holds the last step; writing final/ from it", resume.name)
+        summary, history = common.summary_from_checkpoint(resume, "dpo", cfg.world_size)
+        source = resume
+    else:
+        trainer, cached = _trainer(
+            cfg, train_ds, eval_ds, tok, ids, dropped, train_file, ref_source, callbacks
+        )
+        if resume:
+            log.info("train_dpo: resuming from %s", resume.name)
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        summary, history = common.train_summary(trainer, result, "dpo", resume), trainer.state.log_history
+
+    last = _last_with(history, "rewards/margins")
+    summary.update(
+        {
+            "pairs": len(train_ds),
+            "pairs_dropped": audit["dropped"],
+            "pairs_truncated": audit["truncated"],
+            "template": template,
+            "audit_ok": audit["ok"],
+            "ref_logps_cached": cached,
+            "rewards/chosen": last.get("rewards/chosen"),
+            "rewards/rejected": last.get("rewards/rejected"),
+            "rewards/margins": last.get("rewards/margins"),
+            "rewards/accuracies": last.get("rewards/accuracies"),
+            "final_dir": str(out / common.FINAL),
+        }
+    )
+    common.write_metrics(out, summary, history)
+    info = {"stage": "dpo", "fingerprint": fingerprint, **summary}
+    common.save_final(trainer, cfg, tok, eot, info, source=source)
+    log.info(
+        "train_dpo: %d steps, margins %s, accuracy %s; model in %s",
+        summary["global_step"],
+        summary["rewards/margins"],
+        summary["rewards/accuracies"],
+        summary["final_dir"],
+    )
+    return {**summary, "audit": audit, "skipped": False}
+
+
+def _trainer(
+    cfg: SaroDPOConfig,
+    train_ds: Any,
+    eval_ds: Any,
+    tok: Any,
+    ids: list[Any],
+    dropped: set[int],
+    train_file: Path,
+    ref_source: str,
+    callbacks: Iterable[Any] | None,
+) -> tuple[_SaroDPOTrainer, bool]:
+    """The DPO trainer, with stored reference log-probs attached to the data when they are still valid (then no
+    reference model is loaded at all); returns (trainer, whether the stored log-probs were used)."""
+    out = Path(cfg.output_dir)
     ref_key = _ref_key(cfg, train_file, tok.chat_template, ref_source)
     cached = False
     if cfg.precompute_ref_log_probs:
@@ -123,10 +180,9 @@ def train_dpo(
         ref_model = common.load_training_model(cfg, ref_source)
     if not same_ref and cfg.use_lora:
         log.info(
-            "train_dpo: LoRA with a separate reference model %s (adapters-disabled reference not used)",
+            "train_dpo: LoRA with a separate reference model %s (adapters stay on the policy only)",
             ref_source,
         )
-
     trainer = _SaroDPOTrainer(
         model=model,
         ref_model=ref_model,
@@ -140,37 +196,7 @@ def train_dpo(
     )
     if cfg.precompute_ref_log_probs and trainer.ref_model is not None:
         trainer.ref_model = None  # log-probs are in the data; free the reference copy for training
-    if resume:
-        log.info("train_dpo: resuming from %s", resume.name)
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-
-    summary = common.train_summary(trainer, result, "dpo", resume)
-    last = _last_with(trainer.state.log_history, "rewards/margins")
-    summary.update(
-        {
-            "pairs": len(train_ds),
-            "pairs_dropped": audit["dropped"],
-            "pairs_truncated": audit["truncated"],
-            "template": template,
-            "audit_ok": audit["ok"],
-            "ref_logps_cached": cached,
-            "rewards/chosen": last.get("rewards/chosen"),
-            "rewards/rejected": last.get("rewards/rejected"),
-            "rewards/margins": last.get("rewards/margins"),
-            "rewards/accuracies": last.get("rewards/accuracies"),
-            "final_dir": str(out / common.FINAL),
-        }
-    )
-    common.write_metrics(out, summary, trainer.state.log_history)
-    common.save_final(trainer, cfg, tok, eot, {"stage": "dpo", "fingerprint": fingerprint, **summary})
-    log.info(
-        "train_dpo: %d steps, margins %s, accuracy %s; model in %s",
-        summary["global_step"],
-        summary["rewards/margins"],
-        summary["rewards/accuracies"],
-        summary["final_dir"],
-    )
-    return {**summary, "audit": audit, "skipped": False}
+    return trainer, cached
 
 
 def _last_with(history: list[dict[str, Any]], key: str) -> dict[str, Any]:

@@ -54,27 +54,34 @@ def train_sft(
             )
         log.warning("train_sft: audit problems ignored (audit: false): %s", "; ".join(audit["problems"]))
 
-    model = common.load_training_model(cfg)
-    trainer = SFTTrainer(
-        model=model,
-        args=cfg,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        processing_class=tok,
-        peft_config=common.lora_config(cfg),
-        callbacks=common.stage_callbacks(cfg, tok, callbacks),
-    )
-    if resume:
-        log.info("train_sft: resuming from %s", resume.name)
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    trainer, source = None, None
+    if common.finished_checkpoint(resume):
+        # Killed after the last checkpoint: the Trainer would take one step too many, so finish from the files.
+        log.info("train_sft: %s holds the last step; writing final/ from it", resume.name)
+        summary, history = common.summary_from_checkpoint(resume, "sft", cfg.world_size)
+        source = resume
+    else:
+        trainer = SFTTrainer(
+            model=common.load_training_model(cfg),
+            args=cfg,
+            train_dataset=train_ds,
+            eval_dataset=eval_ds,
+            processing_class=tok,
+            peft_config=common.lora_config(cfg),
+            callbacks=common.stage_callbacks(cfg, tok, callbacks),
+        )
+        if resume:
+            log.info("train_sft: resuming from %s", resume.name)
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        summary, history = common.train_summary(trainer, result, "sft", resume), trainer.state.log_history
 
-    summary = common.train_summary(trainer, result, "sft", resume)
     summary["examples"] = len(train_ds)
     summary["template"] = template
     summary["audit_ok"] = audit["ok"]
     summary["final_dir"] = str(out / common.FINAL)
-    common.write_metrics(out, summary, trainer.state.log_history)
-    final = common.save_final(trainer, cfg, tok, eot, {"stage": "sft", "fingerprint": fingerprint, **summary})
+    common.write_metrics(out, summary, history)
+    info = {"stage": "sft", "fingerprint": fingerprint, **summary}
+    final = common.save_final(trainer, cfg, tok, eot, info, source=source)
     log.info(
         "train_sft: %d steps, loss %s -> %s, %s tokens/s; model in %s",
         summary["global_step"],
