@@ -37,9 +37,9 @@ h1{font-size:1.6em;margin:.2em 0 .1em}h2{font-size:1.25em;margin-top:1.8em;borde
 padding-bottom:.2em}h3{font-size:1.05em;margin-top:1.2em}
 .meta{color:#5b6475;font-size:.9em}.banner{background:#fff4d6;border:1px solid #e8c66a;padding:8px 12px;
 border-radius:6px;margin:12px 0;font-size:.92em}
-table{border-collapse:collapse;margin:8px 0 14px;background:#fff;font-size:.88em}
+.tw{overflow-x:auto;max-width:100%}table{border-collapse:collapse;margin:8px 0 14px;background:#fff;font-size:.86em}
 th,td{border:1px solid #d5d9e0;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#eef1f5}td.num{text-align:right;white-space:nowrap}
+th{background:#eef1f5}td.num{text-align:right}
 figure{margin:10px 0 18px;background:#fff;border:1px solid #d5d9e0;border-radius:6px;padding:8px;
 display:inline-block;max-width:100%}
 figure img{max-width:100%;height:auto;display:block}figcaption{font-size:.85em;color:#5b6475;margin-top:4px}
@@ -62,7 +62,7 @@ def _table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> s
         + "</tr>"
         for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class=tw><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def _img(png: bytes, alt: str, caption: str) -> str:

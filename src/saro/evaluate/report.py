@@ -154,6 +154,13 @@ def build_report(
     """The report dictionary (schema above) from a run's ``eval/metrics.json``, generations and manifest."""
     run_dir = Path(run_dir)
     metrics = read_json(run_dir / "eval" / "metrics.json")
+    if any("headline" not in m for m in metrics.get("models", {}).values()):
+        from saro.errors import SaroError
+
+        raise SaroError(
+            f"{run_dir / 'eval' / 'metrics.json'} was written by an older saro: run the eval stage again "
+            "(saro eval RECIPE --overwrite)"
+        )
     manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").exists() else {}
     contamination = metrics.get("contamination") or {"checked": False, "reason": "not run"}
     if show_unsafe and contamination.get("examples"):
