@@ -412,3 +412,31 @@ def test_lm_eval_results_are_read_back(monkeypatch, tmp_path):
     res = harness.run_lm_eval("/some/model", ["mmlu"], tmp_path / "out", limit=5)
     assert res["tasks"] == {"mmlu": {"acc": 0.25, "acc_stderr": 0.01}}
     assert Path(res["file"]).is_file()
+
+
+def test_served_model_evaluated_through_the_openai_backend(tiny_model_dir, tmp_path):
+    """A model behind an OpenAI-compatible server sits in the same report as a local folder."""
+    from fakeserver import FakeServer
+    from saro.evaluate.standalone import run_standalone
+    from saro.records import read_json
+
+    with FakeServer() as srv:
+        opts = StandaloneEval(
+            models=[f"local={tiny_model_dir}", "api=openai:fake"],
+            out=str(tmp_path / "run"),
+            suites=["harmbench", "rho-overrefusal"],
+            n=2,
+            base_url=srv.url,
+            max_new_tokens=8,
+            bootstrap=50,
+            threads=1,
+            contamination_threshold=None,
+            overrides=["prompts.categorize=keyword", "report.formats=[json]", "eval.refusal_accuracy=false"],
+        )
+        run_standalone(opts)
+        assert srv.requests >= 4
+    r = read_json(tmp_path / "run" / "report.json")
+    assert r["backends"] == {"local": "hf", "api": "openai"}
+    api = r["summary"]["api"]
+    assert api["asr_harmful"]["rate"] == 1.0 and api["over_refusal"]["n"] == 2  # it answers everything
+    assert api["tokens"]["reasoning_mean"] > 0 and api["unfinished"]["rate"] == 0.0
