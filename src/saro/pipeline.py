@@ -224,8 +224,14 @@ def stage_hashes(recipe: Recipe) -> dict[str, str]:
         policy_hash = stable_id(Path(recipe.policy).read_text(encoding="utf-8"))
     for stage in recipe.enabled():
         section = recipe.section(stage)
-        dumped = section.model_dump(mode="json") if hasattr(section, "model_dump") else section
-        parts = [stage, dumped, recipe.seed, recipe.model.model_dump(mode="json"), policy_hash]
+        # only values that differ from the defaults: adding a new config field does not invalidate old runs
+        dumped = (
+            section.model_dump(mode="json", exclude_defaults=True)
+            if hasattr(section, "model_dump")
+            else section
+        )
+        model = recipe.model.model_dump(mode="json", exclude_defaults=True)
+        parts = [stage, dumped, recipe.seed, model, policy_hash]
         parts += [out[d] for d in stage_deps(recipe, stage)]
         out[stage] = stable_id(*parts)
     return out

@@ -224,6 +224,9 @@ def shared_prefix_len(a: str, b: str) -> int:
 
 
 def _pair(prompt: Prompt, chosen: str, rejected: str, ptype: str, meta: dict[str, Any]) -> PreferencePair:
+    # sampled text can start with whitespace that the tokenizer would merge with the generation prompt's newline,
+    # breaking the prompt-prefix property DPO relies on
+    chosen, rejected = chosen.strip(), rejected.strip()
     pid = stable_id(prompt.id, ptype, chosen, rejected)
     return PreferencePair(
         id=pid,

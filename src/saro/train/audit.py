@@ -125,7 +125,11 @@ def audit_dpo(
             p = parse(content)
             if p.has_reasoning:
                 with_reasoning += 1
-                reasoning_ok += int("<think>" in text and _squash(p.reasoning or "") in text)
+                # the whole turn verbatim (covers sampled turns with a missing or repeated tag), or its parsed
+                # reasoning after an opening tag
+                reasoning_ok += int(
+                    _squash(content) in text or ("<think>" in text and _squash(p.reasoning or "") in text)
+                )
             answer_ok += int(_squash(p.answer) in text)
             eot_ok += int(eot_id in comp)
 

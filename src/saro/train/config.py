@@ -106,10 +106,17 @@ class _SaroFields:
             self.bf16 = bool(not self.fp16 and _bf16_gpu() and not self.use_cpu)
         elif self.bf16 and not _bf16_gpu():
             self.use_cpu = True  # bf16 autocast on CPU needs use_cpu (else transformers refuses bf16)
-        if self.activation_checkpointing is None:
-            # TRL turns it on by default (memory on GPUs); on CPU it only costs time.
-            self.activation_checkpointing = bool(self.gradient_checkpointing and cuda and not self.use_cpu)
-        self.gradient_checkpointing = self.activation_checkpointing  # silences the deprecated-alias warning
+        if hasattr(self, "activation_checkpointing"):  # transformers >= 5.24 renamed gradient_checkpointing
+            if self.activation_checkpointing is None:
+                # TRL turns it on by default (memory on GPUs); on CPU it only costs time.
+                self.activation_checkpointing = bool(
+                    self.gradient_checkpointing and cuda and not self.use_cpu
+                )
+            self.gradient_checkpointing = (
+                self.activation_checkpointing
+            )  # silences the deprecated-alias warning
+        elif not cuda or self.use_cpu:
+            self.gradient_checkpointing = False
         if not cuda or self.use_cpu:
             self.dataloader_pin_memory = False
         if self.save_total_limit is None:
