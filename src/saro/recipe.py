@@ -257,7 +257,8 @@ class Recipe(Section):
     seed: int = 0
     run_dir: str | None = None
     reuse_from: str | None = Field(
-        None, description="another run dir: stages done there with the same config hash are copied, not recomputed"
+        None,
+        description="another run dir: stages done there with the same config hash are copied, not recomputed",
     )
     threads: int | None = Field(
         None, ge=1, description="torch threads (default: OMP_NUM_THREADS or all cores)"

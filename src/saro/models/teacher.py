@@ -26,8 +26,15 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------ text helpers
 
-_STOP = set(
-    ["a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "with", "how", "do", "does", "did", "i", "me", "my", "you", "your", "can", "could", "would", "should", "what", "is", "are", "be", "it", "this", "that", "about", "from", "into", "by", "at", "as", "give", "write", "make", "create", "provide", "explain", "tell", "detailed", "step", "steps", "instructions", "guide", "list", "some", "any", "way", "ways", "someone", "people", "without"]
+_STOP = frozenset(
+    re.findall(
+        r"\w+",
+        """
+        a an the and or of to in on for with how do does did i me my you your can could would should what is
+        are be it this that about from into by at as give write make create provide explain tell detailed
+        step steps instructions guide list some any way ways someone people without
+        """,
+    )
 )
 
 
