@@ -440,3 +440,34 @@ def test_served_model_evaluated_through_the_openai_backend(tiny_model_dir, tmp_p
     api = r["summary"]["api"]
     assert api["asr_harmful"]["rate"] == 1.0 and api["over_refusal"]["n"] == 2  # it answers everything
     assert api["tokens"]["reasoning_mean"] > 0 and api["unfinished"]["rate"] == 0.0
+
+
+def test_contaminated_eval_prompts_can_be_left_out(tiny_model_dir, tmp_path):
+    from saro.pipeline import RunDir, run_stage
+    from saro.records import Prompt, read_json, read_jsonl
+
+    train = tmp_path / "train.jsonl"
+    opts = StandaloneEval(
+        models=[f"m={tiny_model_dir}"],
+        out=str(tmp_path / "run"),
+        suites=["harmbench"],
+        n=3,
+        max_new_tokens=4,
+        bootstrap=50,
+        threads=1,
+        train_data=[str(train)],
+        contamination_threshold=None,
+        drop_contaminated=True,
+        overrides=["prompts.categorize=keyword", "report.formats=[json, md]", "eval.refusal_accuracy=false"],
+    )
+    recipe = build_recipe(opts)
+    run = RunDir(tmp_path / "run")
+    run_stage(recipe, "prompts", run=run)
+    planted = read_jsonl(tmp_path / "run" / "prompts" / "eval.jsonl", Prompt)[0]
+    train.write_text(json.dumps({"prompt": planted.text, "completion": "x"}) + "\n")
+    run_stage(recipe, "eval", run=run)
+    run_stage(recipe, "report", run=run)
+    r = read_json(tmp_path / "run" / "report.json")
+    assert r["contamination"]["eval_ids"] == [planted.id] and r["contamination"]["dropped"] == 1
+    assert r["summary"]["m"]["asr_harmful"]["n"] == 2
+    assert "left out" in (tmp_path / "run" / "report.md").read_text()

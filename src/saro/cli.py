@@ -202,6 +202,9 @@ def eval_cmd(
     contamination_threshold: Annotated[
         float, typer.Option(help="Near-duplicate MiniLM cosine threshold (0 turns the near check off).")
     ] = 0.95,
+    drop_contaminated: Annotated[
+        bool, typer.Option("--drop-contaminated", help="Leave out eval prompts found in the training data.")
+    ] = False,
     lm_eval_task: Annotated[
         list[str] | None,
         typer.Option("--lm-eval-task", help="Also run lm-evaluation-harness (if installed)."),
@@ -249,6 +252,7 @@ def eval_cmd(
         train_data=list(train_data or []),
         train_runs=list(train_run or []),
         contamination_threshold=contamination_threshold or None,
+        drop_contaminated=drop_contaminated,
         lm_eval_tasks=list(lm_eval_task or []),
         lm_eval_limit=lm_eval_limit,
         show_unsafe=show_unsafe,

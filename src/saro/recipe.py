@@ -231,6 +231,9 @@ class EvalConfig(Section):
     contamination_runs: list[str] = Field(
         default_factory=list, description="more run folders whose training prompts are checked"
     )
+    drop_contaminated: bool = Field(
+        False, description="leave out eval prompts found in the training data (counted in the report)"
+    )
     refusal_accuracy: bool = Field(
         True, description="measure the refusal judge on PyRIT's human-labelled refusal set for the report"
     )

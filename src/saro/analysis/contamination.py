@@ -8,7 +8,8 @@ runs behind the evaluated models (``prompts/{rw,srpo}.jsonl``, ``synth_rw/{rit_d
 - exact: equal after normalisation (case, punctuation and whitespace ignored);
 - near-duplicate: MiniLM cosine similarity at or above a threshold (``eval.contamination_threshold``).
 
-Findings are counts per suite and examples that name the eval prompt id, the training file and line and the
+Findings are counts per suite, the ids of the eval prompts found (``eval_ids``; a jailbreak-wrapped prompt is
+found by its unwrapped ``base_id``) and examples that name the eval prompt id, the training file and line and the
 similarity; a harmful prompt's text is redacted in the examples (benign ones show an excerpt).
 """
 
@@ -196,6 +197,7 @@ def check_contamination(
         "rate": round((exact + near) / len(evals), 4) if evals else 0.0,
         "by_suite": dict(sorted(per_suite.items())),
         "examples": findings[:max_examples],
+        "eval_ids": sorted({f["eval_id"] for f in findings}),
     }
 
 

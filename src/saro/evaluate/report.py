@@ -26,7 +26,7 @@ headline keys; keys are only ever added, and adding one bumps ``schema_version``
     metrics         {model: {suites: {suite: {type, n, asr?, refusal?, accuracy?, unfinished, tokens, breakdowns}},
                      suite_types, headline, by_judge, tokens, n, lm_eval?}}
     contamination   {checked, threshold, n_eval, n_train, exact, near, contaminated, rate, by_suite, examples,
-                     files} or {checked: false, reason}
+                     eval_ids, files, runs, dropped?} or {checked: false, reason}
     examples        {model: [{suite, kind, attack, prompt_id, label, prompt, completion, redacted}]}
     analysis        {overlap: null | <analysis/overlap.json>, plots: [relative paths of analysis/*.png]}
     data            {prompts?, synth_rw?, synth_srpo?: stats.json of those stages}
@@ -538,9 +538,10 @@ def contamination_text(c: dict[str, Any]) -> str:
         if thr is not None
         else "near-duplicates not checked"
     )
+    dropped = f" {c['dropped']} eval prompts were left out of the measurements." if c.get("dropped") else ""
     return (
         f"{c['contaminated']} of {c['n_eval']} unique eval prompts found in {c['n_train']} training prompts "
-        f"({len(c.get('files', {}))} files): {c['exact']} exact, {near}."
+        f"({len(c.get('files', {}))} files): {c['exact']} exact, {near}.{dropped}"
     )
 
 

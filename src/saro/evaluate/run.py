@@ -76,6 +76,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "eval: the recipe has no eval prompts (prompts.eval and prompts.eval_suites are empty)"
         )
     contamination = check_contamination(ctx, cfg, prompts)
+    if cfg.drop_contaminated and contamination.get("eval_ids"):
+        found = set(contamination["eval_ids"])
+        kept = [p for p in prompts if (p.base_id or p.id) not in found]
+        contamination["dropped"] = len(prompts) - len(kept)
+        log.warning("eval: left out %d eval prompts found in the training data", contamination["dropped"])
+        prompts = kept
+        if not prompts:
+            raise SaroError("eval: every eval prompt is in the training data (drop_contaminated)")
     for m in cfg.models:
         generate_for_model(ctx, cfg, m, prompts)
     records = {m.name: read_jsonl(gen_path(ctx.dir, m.name), EvalRecord) for m in cfg.models}

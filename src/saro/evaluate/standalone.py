@@ -45,6 +45,7 @@ class StandaloneEval:
     train_data: list[str] = field(default_factory=list)
     train_runs: list[str] = field(default_factory=list)
     contamination_threshold: float | None = 0.95
+    drop_contaminated: bool = False
     lm_eval_tasks: list[str] = field(default_factory=list)
     lm_eval_limit: int | None = None
     show_unsafe: bool = False
@@ -139,6 +140,7 @@ def build_recipe(opts: StandaloneEval) -> Recipe:
             "contamination_threshold": opts.contamination_threshold,
             "contamination_files": [str(Path(f).resolve()) for f in opts.train_data],
             "contamination_runs": [str(Path(r).resolve()) for r in opts.train_runs],
+            "drop_contaminated": opts.drop_contaminated,
         },
         "report": {"show_unsafe": opts.show_unsafe},
     }
