@@ -184,8 +184,8 @@ def test_killed_run_resumes_without_redoing_finished_stages(tiny_model_dir, tmp_
     run = tmp_path / "run"
     path = tmp_path / "r.yaml"
     r = tiny_recipe(tiny_model_dir, run)
-    r["train_sft"]["max_steps"] = 40  # long enough to be killed in the middle
-    r["train_sft"]["save_steps"] = 5
+    r["train_sft"]["max_steps"] = 24  # long enough to be killed in the middle
+    r["train_sft"]["save_steps"] = 4
     path.write_text(yaml.safe_dump(r))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SARO_NO_PROGRESS": "1"}
     cmd = [sys.executable, "-m", "saro", "run", str(path), "--until", "train_sft"]
@@ -208,9 +208,10 @@ def test_killed_run_resumes_without_redoing_finished_stages(tiny_model_dir, tmp_
     assert m2["synth_rw"]["finished"] == m1["synth_rw"]["finished"]
     assert m2["train_sft"]["status"] == "done"
     assert (run / "train_sft" / "final" / "config.json").exists()
-    metrics = read_json(run / "train_sft" / "run.json") if (run / "train_sft" / "run.json").exists() else {}
-    if "global_step" in metrics:
-        assert metrics["global_step"] == 40
+    summary = read_json(run / "train_sft" / "metrics.json")["summary"]
+    assert (
+        summary["global_step"] == 24 and summary["resumed_from"]
+    )  # resumed from a checkpoint, same final step
 
 
 def test_reuse_from_copies_stages_with_the_same_config(finished_run, tmp_path):
@@ -226,3 +227,58 @@ def test_reuse_from_copies_stages_with_the_same_config(finished_run, tmp_path):
         assert m[s]["reused_from"] == str(run), s
     assert "reused_from" not in m["eval"] and m["eval"]["status"] == "done"
     assert (tmp_path / "run2" / "train_sft" / "final" / "config.json").exists()
+
+
+def test_saro_train_sft_under_accelerate_launch_two_cpu_processes(tiny_model_dir, tmp_path):
+    """`accelerate launch -m saro train sft RECIPE` unchanged: one training over two gloo ranks, one manifest."""
+    import socket
+
+    r = tiny_recipe(tiny_model_dir, tmp_path / "run")
+    r["train_sft"].update(max_steps=4, per_device_train_batch_size=2)
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(r))
+    run_recipe(load_recipe(path), until="synth_rw")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "SARO_NO_PROGRESS": "1",
+        "HF_DATASETS_CACHE": str(tmp_path / "hf"),
+    }
+    env.pop("WORLD_SIZE", None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--num_cpu_threads_per_process",
+        "1",
+        "--main_process_port",
+        str(port),
+        "-m",
+        "saro",
+        "train",
+        "sft",
+        str(path),
+    ]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stderr[-3000:]
+    st = read_json(tmp_path / "run" / "manifest.json")["stages"]["train_sft"]
+    assert st["status"] == "done"
+    ranks = [
+        json.loads((tmp_path / "run" / "train_sft" / "ranks" / f"rank-{i}.json").read_text()) for i in (0, 1)
+    ]
+    assert all(x["world_size"] == 2 and x["global_step"] == 4 for x in ranks)
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "train_sft" / "final")

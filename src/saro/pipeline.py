@@ -241,13 +241,30 @@ def resolved_config(recipe: Recipe) -> dict[str, Any]:
     return mask_secrets(recipe.model_dump(mode="json"))
 
 
+def world() -> tuple[int, int]:
+    """(rank, world size) when started by accelerate / torchrun, else (0, 1)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+DISTRIBUTED_STAGES = ("train_sft", "train_dpo")
+
+
 def run_stage(
     recipe: Recipe, stage: str, overwrite: bool = False, run: RunDir | None = None
 ) -> dict[str, Any]:
-    """Run one stage (resuming or skipping as the manifest allows); returns its summary."""
+    """Run one stage (resuming or skipping as the manifest allows); returns its summary.
+
+    Under ``accelerate launch`` (several ranks) only the training stages may run; rank 0 keeps the manifest and
+    the stage folder, the other ranks wait for it and then train with it.
+    """
     if stage not in recipe.enabled():
         raise SaroError(
             f"stage '{stage}' is not configured in recipe '{recipe.name}' (add a '{stage}:' section)"
+        )
+    rank, size = world()
+    if size > 1 and stage not in DISTRIBUTED_STAGES:
+        raise SaroError(
+            f"stage '{stage}' runs in one process; use accelerate launch only for train sft / train dpo"
         )
     run = run or RunDir(recipe.resolved_run_dir())
     hashes = stage_hashes(recipe)
@@ -261,27 +278,49 @@ def run_stage(
     if run.is_done(stage, h) and not overwrite:
         log.info("stage %s: done (config unchanged), skipping", stage)
         return st.get("summary", {})
-    sdir = run.stage_dir(stage)
-    if not overwrite and recipe.reuse_from and _reuse(recipe, stage, h, run):
-        return run.status(stage).get("summary", {})
-    if overwrite or (st and st.get("hash") != h):
-        if sdir.exists():
-            why = "--overwrite" if overwrite else "config changed"
-            log.info("stage %s: %s, starting from scratch", stage, why)
-            shutil.rmtree(sdir)
-    elif st.get("status") == "running":
-        log.info("stage %s: resuming an interrupted run", stage)
-    _write_run_info(run, recipe, hashes)
-    run.update_stage(stage, status="running", hash=h, started=_now(), config=_stage_config(recipe, stage))
+    if rank == 0:
+        sdir = run.stage_dir(stage)
+        if not overwrite and recipe.reuse_from and _reuse(recipe, stage, h, run):
+            return run.status(stage).get("summary", {})
+        if overwrite or (st and st.get("hash") != h):
+            if sdir.exists():
+                why = "--overwrite" if overwrite else "config changed"
+                log.info("stage %s: %s, starting from scratch", stage, why)
+                shutil.rmtree(sdir)
+        elif st.get("status") == "running":
+            log.info("stage %s: resuming an interrupted run", stage)
+        token = f"{os.environ.get('MASTER_PORT', '')}:{os.getppid()}" if size > 1 else None
+        _write_run_info(run, recipe, hashes)
+        run.update_stage(
+            stage, status="running", hash=h, started=_now(), config=_stage_config(recipe, stage), launch=token
+        )
+    else:
+        _wait_for_rank0(run, stage, h)
     ctx = StageContext(recipe=recipe, run=run, stage=stage, overwrite=overwrite, hashes=hashes)
     module = importlib.import_module(STAGE_MODULES[stage])
     t0 = time.time()
-    log.info("stage %s: running", stage)
+    log.info("stage %s: running%s", stage, f" (rank {rank} of {size})" if size > 1 else "")
     summary = module.run(ctx) or {}
     dt = round(time.time() - t0, 1)
-    run.update_stage(stage, status="done", finished=_now(), seconds=dt, summary=summary)
+    if rank == 0:
+        run.update_stage(stage, status="done", finished=_now(), seconds=dt, summary=summary)
     log.info("stage %s: done in %.0f s", stage, dt)
     return summary
+
+
+def _wait_for_rank0(run: RunDir, stage: str, h: str, timeout: float = 600.0) -> None:
+    """Non-zero ranks: wait until rank 0 has prepared the stage folder for this launch."""
+    token = f"{os.environ.get('MASTER_PORT', '')}:{os.getppid()}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            st = read_json(run.manifest_path)["stages"].get(stage, {})
+        except (SaroError, KeyError):
+            st = {}
+        if st.get("hash") == h and st.get("status") == "running" and st.get("launch") == token:
+            return
+        time.sleep(0.2)
+    raise SaroError(f"stage '{stage}': rank 0 did not start the stage within {timeout:.0f} s")
 
 
 def _reuse(recipe: Recipe, stage: str, h: str, run: RunDir) -> bool:
