@@ -123,16 +123,26 @@ def _offline_candidates(
 
 
 def _model_candidates(ctx: StageContext, cfg: SynthRWConfig, prompts: list[Prompt]) -> None:
-    """k samples per prompt from a model teacher; malformed samples are asked again, then rejected with a reason."""
+    """k samples per prompt from a model teacher.
+
+    A malformed sample (no parseable reasoning with a reflection and an answer) is asked again (the ``openai``
+    backend does this itself, with its request cache; for ``hf``/``vllm`` a new seed is drawn here), then recorded
+    as rejected with the reason. A request that still fails after the backend's retries (server errors, timeouts)
+    is not recorded as a candidate: it goes to ``errors.jsonl`` and is asked again when the stage is resumed; if
+    the stage finishes without it, the prompt's rejects say so.
+    """
     spec = cfg.teacher
     gen = make_generator(**backend_kwargs(spec, ctx, validate=validate_teacher_output))
     label = f"{spec.backend}:{spec.model}"
+    attempts = 1 if spec.backend == "openai" else spec.malformed_retries + 1
+    errors_path = ctx.dir / "errors.jsonl"
     with JsonlWriter(ctx.dir / "candidates.jsonl") as w:
         todo = [(p, k) for p in prompts for k in range(cfg.k) if stable_id(p.id, k) not in w]
-        attempt = 0
-        while todo and attempt <= spec.malformed_retries:
+        for attempt in range(attempts):
+            if not todo:
+                break
             convs = [teacher_messages(p, ctx.policy, few_shot=cfg.few_shot) for p, _ in todo]
-            # one request per (prompt, sample); the attempt number changes the seed so a retry is a new sample
+            # the attempt number changes the seed, so a retry is a new sample
             params = SamplingParams(
                 max_new_tokens=spec.max_new_tokens,
                 temperature=spec.temperature if spec.temperature > 0 else (0.7 if cfg.k > 1 else 0.0),
@@ -140,34 +150,44 @@ def _model_candidates(ctx: StageContext, cfg: SynthRWConfig, prompts: list[Promp
                 seed=ctx.seed + 1000 * attempt,
             )
             retry = []
-            for idx, gens in gen.generate_batches(
-                convs, params, description=f"teacher (attempt {attempt + 1})"
-            ):
+            desc = "teacher" + (f" (attempt {attempt + 1})" if attempt else "")
+            for idx, gens in gen.generate_batches(convs, params, description=desc):
                 for i, g in zip(idx, gens, strict=True):
                     p, k = todo[i]
                     out = g[0]
-                    err = getattr(out, "error", None)
-                    reason = err or validate_teacher_output(out.text)
-                    last = attempt == spec.malformed_retries
-                    if reason and not last and not err:
+                    cid = stable_id(p.id, k)
+                    status = getattr(out, "status", "ok")
+                    if status == "error":
+                        _log_error(errors_path, cid, p.id, k, out.error or "request failed")
+                        continue
+                    reason = out.error if status == "rejected" else validate_teacher_output(out.text)
+                    if reason and status == "ok" and attempt + 1 < attempts:
                         retry.append((p, k))
                         continue
-                    status = "ok" if not reason else "rejected"
                     meta = {"attempts": attempt + 1, **({"reason": reason} if reason else {})}
                     w.write(
                         Trajectory(
-                            id=stable_id(p.id, k),
+                            id=cid,
                             prompt_id=p.id,
                             sample=k,
                             text=out.text,
                             generator=label,
-                            status=status,
+                            status="rejected" if reason else "ok",
                             meta=meta,
                         )
                     )
             todo = retry
-            attempt += 1
     gen.close()
+
+
+def _log_error(path: Path, cid: str, prompt_id: str, sample: int, error: str) -> None:
+    """Append a failed request (several per candidate are possible across resumes; not a resumable record)."""
+    import json
+
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(
+            json.dumps({"candidate_id": cid, "prompt_id": prompt_id, "sample": sample, "error": error}) + "\n"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- filter
@@ -229,8 +249,31 @@ def finalize(
     reasons_count: Counter[str] = Counter()
     short_tokens, random_tokens, all_reasoning, all_answer = [], [], [], []
     rng = random.Random(seed)
+    errors: dict[str, str] = {}
+    if (sdir / "errors.jsonl").exists():
+        for r in read_rows(sdir / "errors.jsonl"):
+            errors[r["candidate_id"]] = r["error"]
     for p in prompts:
         cs = sorted(by_prompt.get(p.id, []), key=lambda c: c.sample)
+        have = {c.sample for c in cs}
+        for k in range(cfg.k):
+            if k in have:
+                continue
+            cid = stable_id(p.id, k)
+            reason = f"request failed: {errors[cid]}" if cid in errors else "no candidate (stage incomplete)"
+            rejects.append(
+                {
+                    "id": cid,
+                    "prompt_id": p.id,
+                    "sample": k,
+                    "kind": p.kind,
+                    "category": p.category,
+                    "attack": p.attack,
+                    "reasons": [reason],
+                    "verdict": None,
+                }
+            )
+            reasons_count["request" if cid in errors else "missing"] += 1
         passing = []
         for c in cs:
             reasons = (

@@ -579,8 +579,8 @@ def length_check(
     keep, too_long_prompt, truncated = [], 0, 0
     lengths = []
     for x in pairs:
-        prompt_ids = tok.apply_chat_template(x.prompt, add_generation_prompt=True, tokenize=True)
-        prompt_ids = prompt_ids["input_ids"] if isinstance(prompt_ids, dict) else prompt_ids
+        enc = tok.apply_chat_template(x.prompt, add_generation_prompt=True, tokenize=True, return_dict=True)
+        prompt_ids = enc["input_ids"]
         lp = len(prompt_ids)
         lc = len(tok(x.chosen[-1][CONTENT], add_special_tokens=False)["input_ids"]) + 1
         lr = len(tok(x.rejected[-1][CONTENT], add_special_tokens=False)["input_ids"]) + 1
