@@ -16,6 +16,7 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from saro.policy import NONE, Category, Policy
@@ -140,7 +141,7 @@ class OfflineTeacher:
     def compose(self, prompt: Prompt, sample: int = 0, answer: str | None = None) -> Composed:
         """One candidate. ``answer`` is the answer model's reply for benign/borderline prompts."""
         rng = random.Random(stable_id("offline-teacher", self.seed, prompt.id, sample))
-        base = prompt.meta.get("base_text") or prompt.text
+        base = base_text(prompt)
         g = gist(base)
         cat = self.policy.get(prompt.category) if prompt.category not in (NONE, None) else None
         fam = framing_family(prompt)
@@ -431,6 +432,39 @@ def validate_teacher_output(text: str) -> str | None:
     if not p.answer:
         return "no answer after </think>"
     return None
+
+
+def base_text(prompt: Prompt) -> str:
+    """The unwrapped request of a (possibly jailbreak-wrapped) prompt."""
+    return prompt.meta.get("base_text") or prompt.text
+
+
+def answer_id(text: str) -> str:
+    return stable_id(text, "answer")
+
+
+def model_answers(ctx: Any, spec: Any, texts: list[str], path: Path, description: str) -> dict[str, str]:
+    """A model's own greedy answers to ``texts`` (trimmed to the last full sentence), keyed by ``answer_id``.
+
+    Appended to ``path`` one by one, so a killed stage keeps what it has and only generates the rest.
+    """
+    from saro.models.generate import SamplingParams, make_generator
+    from saro.records import JsonlWriter, read_rows
+
+    todo = {answer_id(t): t for t in texts}
+    with JsonlWriter(path) as w:
+        missing = [(aid, t) for aid, t in todo.items() if aid not in w]
+        if missing:
+            gen = make_generator(**backend_kwargs(spec, ctx))
+            params = SamplingParams(
+                max_new_tokens=spec.max_new_tokens, temperature=spec.temperature, seed=ctx.seed
+            )
+            convs = [[{"role": "user", "content": t}] for _, t in missing]
+            for idx, gens in gen.generate_batches(convs, params, description=description):
+                for i, g in zip(idx, gens, strict=True):
+                    w.write({"id": missing[i][0], "text": trim_answer(g[0].text), "finished": g[0].finished})
+            gen.close()
+    return {r["id"]: r["text"] for r in read_rows(path)}
 
 
 def make_rewriter(spec: Any, ctx: Any) -> Callable[[str], str]:

@@ -24,9 +24,11 @@ from typing import Any
 from saro.models.generate import SamplingParams, make_generator
 from saro.models.teacher import (
     OfflineTeacher,
+    answer_id,
     backend_kwargs,
+    base_text,
+    model_answers,
     teacher_messages,
-    trim_answer,
     validate_teacher_output,
 )
 from saro.pipeline import StageContext
@@ -75,33 +77,10 @@ def _student_tokenizer(ctx: StageContext) -> Any:
 # ------------------------------------------------------------------------------------- offline teacher
 
 
-def _base_text(p: Prompt) -> str:
-    return p.meta.get("base_text") or p.text
-
-
 def _answers(ctx: StageContext, cfg: SynthRWConfig, prompts: list[Prompt]) -> dict[str, str]:
     """The answer model's own replies to the (unwrapped) benign and borderline prompts."""
-    path = ctx.dir / "answers.jsonl"
-    todo: dict[str, str] = {}
-    for p in prompts:
-        if p.kind != "harmful":
-            text = _base_text(p)
-            todo[stable_id(text, "answer")] = text
-    with JsonlWriter(path) as w:
-        missing = [(aid, t) for aid, t in todo.items() if aid not in w]
-        if missing:
-            spec = cfg.answer_model
-            gen = make_generator(**backend_kwargs(spec, ctx))
-            params = SamplingParams(
-                max_new_tokens=spec.max_new_tokens, temperature=spec.temperature, seed=ctx.seed
-            )
-            convs = [[{ROLE: "user", CONTENT: t}] for _, t in missing]
-            for idx, gens in gen.generate_batches(convs, params, description="answer model"):
-                for i, g in zip(idx, gens, strict=True):
-                    aid, _ = missing[i]
-                    w.write({"id": aid, "text": trim_answer(g[0].text), "finished": g[0].finished})
-            gen.close()
-    return {r["id"]: r["text"] for r in read_rows(path)}
+    texts = [base_text(p) for p in prompts if p.kind != "harmful"]
+    return model_answers(ctx, cfg.answer_model, texts, ctx.dir / "answers.jsonl", "answer model")
 
 
 def _offline_candidates(
@@ -114,7 +93,7 @@ def _offline_candidates(
                 cid = stable_id(p.id, k)
                 if cid in w:
                     continue
-                ans = answers.get(stable_id(_base_text(p), "answer")) if p.kind != "harmful" else None
+                ans = answers.get(answer_id(base_text(p))) if p.kind != "harmful" else None
                 c = teacher.compose(p, sample=k, answer=ans)
                 w.write(Trajectory(id=cid, prompt_id=p.id, sample=k, text=c.text, generator="offline"))
 

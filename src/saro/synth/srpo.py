@@ -27,7 +27,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from saro.models.generate import SamplingParams, make_generator
-from saro.models.teacher import OfflineTeacher, backend_kwargs, best_clause, trim_answer
+from saro.models.teacher import (
+    OfflineTeacher,
+    answer_id,
+    backend_kwargs,
+    base_text,
+    best_clause,
+    model_answers,
+)
 from saro.pipeline import StageContext
 from saro.policy import NONE, Policy
 from saro.reasoning import Parsed, parse, render
@@ -41,7 +48,6 @@ from saro.records import (
     Trajectory,
     atomic_write_json,
     read_jsonl,
-    read_rows,
     stable_id,
     write_jsonl_atomic,
 )
@@ -159,7 +165,7 @@ class Correction:
 
 def reflection_for(prompt: Prompt, policy: Policy, rng: random.Random) -> str:
     """A "Wait, ..." step that names the problem and the policy clause (composed from the policy)."""
-    base = prompt.meta.get("base_text") or prompt.text
+    base = base_text(prompt)
     if prompt.kind == "harmful":
         cat = policy.get(prompt.category)
         clause = best_clause(
@@ -294,25 +300,8 @@ def _sample_policy(ctx: StageContext, cfg: SynthSRPOConfig, prompts: list[Prompt
 def _drift_answers(ctx: StageContext, cfg: SynthSRPOConfig, prompts: list[Prompt]) -> dict[str, str]:
     """The drift model's own answers (base model): compliant answers to harmful prompts, and answers to benign
     prompts (used as the corrected answer when no right sample exists). Keyed by the unwrapped text's id."""
-    path = ctx.dir / "drift_answers.jsonl"
-    todo = {
-        stable_id(p.meta.get("base_text") or p.text, "answer"): (p.meta.get("base_text") or p.text)
-        for p in prompts
-    }
-    with JsonlWriter(path) as w:
-        missing = [(a, t) for a, t in todo.items() if a not in w]
-        if missing:
-            spec = cfg.drift_model
-            gen = make_generator(**backend_kwargs(spec, ctx))
-            params = SamplingParams(
-                max_new_tokens=spec.max_new_tokens, temperature=spec.temperature, seed=ctx.seed
-            )
-            convs = [[{ROLE: "user", CONTENT: t}] for _, t in missing]
-            for idx, gens in gen.generate_batches(convs, params, description="drift model answers"):
-                for i, g in zip(idx, gens, strict=True):
-                    w.write({"id": missing[i][0], "text": trim_answer(g[0].text), "finished": g[0].finished})
-            gen.close()
-    return {r["id"]: r["text"] for r in read_rows(path)}
+    texts = [base_text(p) for p in prompts]
+    return model_answers(ctx, cfg.drift_model, texts, ctx.dir / "drift_answers.jsonl", "drift model answers")
 
 
 def build_pairs(
@@ -349,8 +338,7 @@ def build_pairs(
             judged[
                 f"{p.kind}:{'right' if v == want else 'wrong' if v != 'unparseable' else 'unparseable'}"
             ] += 1
-        base_text = p.meta.get("base_text") or p.text
-        drift_ans = drift_answers.get(stable_id(base_text, "answer"), "")
+        drift_ans = drift_answers.get(answer_id(base_text(p)), "")
         prng = random.Random(stable_id(ctx.seed, p.id, "srpo-pairs"))
         # the right trajectory: the shortest right sample, else the teacher's
         if right:
