@@ -31,38 +31,6 @@ from pathlib import Path
 import httpx
 
 
-def build_tiny_model(out: Path) -> Path:
-    """A ~3M-parameter random Llama with the SmolLM2 tokenizer (as the test fixture builds it)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from saro.models.embedded import embedded_model_dir
-    from saro.models.templates import install_template
-
-    tok = AutoTokenizer.from_pretrained(embedded_model_dir())
-    install_template(tok, "chatml")
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -155,6 +123,8 @@ def main() -> None:
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
+        from saro.testing import build_tiny_model
+
         model = str(build_tiny_model(Path(tmp) / "tiny")) if args.model == "tiny" else args.model
         port = free_port()
         proc = start_server(model, port, args, Path(tmp) / "server.log")

@@ -92,32 +92,18 @@ def build_model(kind: str, d: Path) -> Path:
     """The tiny random Llama of the test suite (SmolLM2 tokenizer + our ChatML template), or the embedded model with
     our template installed, saved to a folder both sides load."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from saro.models.embedded import embedded_model_dir
     from saro.models.templates import install_template
+    from saro.testing import build_tiny_model
 
     out = d / "model"
+    if kind != "embedded":
+        return build_tiny_model(out)
     tok = AutoTokenizer.from_pretrained(embedded_model_dir())
     install_template(tok, "chatml")
-    if kind == "embedded":
-        model = AutoModelForCausalLM.from_pretrained(embedded_model_dir(), dtype=torch.float32)
-    else:
-        cfg = LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=1024,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-            tie_word_embeddings=True,
-        )
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(cfg)
+    model = AutoModelForCausalLM.from_pretrained(embedded_model_dir(), dtype=torch.float32)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out

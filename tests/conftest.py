@@ -15,37 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from saro.testing import build_tiny_model
 
-def build_tiny_model(out: Path, seed: int = 0) -> Path:
-    """Save a ~3M-parameter random Llama with the SmolLM2 tokenizer (ChatML training template) to ``out``."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from saro.models.embedded import embedded_model_dir
-    from saro.models.templates import install_template
-
-    tok = AutoTokenizer.from_pretrained(embedded_model_dir())
-    install_template(tok, "chatml")
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+__all__ = ["build_tiny_model"]
 
 
 @pytest.fixture(scope="session")

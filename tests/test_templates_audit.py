@@ -13,6 +13,7 @@ import pytest
 
 from saro.errors import SaroError
 from saro.models.templates import END_OF_TURN, audit_mask, install_template
+from saro.testing import build_tiny_model
 
 CONVS = [
     [
@@ -119,28 +120,10 @@ def test_dpo_audit_catches_stripped_reasoning(smollm_tokenizer: Any) -> None:
 
 
 def _save_model_with_template(out: Path, tok: Any, template: str | None = None) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     tok = copy.deepcopy(tok)
     if template is not None:
         tok.chat_template = template
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return build_tiny_model(out, tokenizer=tok, template=None, hidden_size=32, num_layers=1)
 
 
 def _sft_file(path: Path) -> Path:
