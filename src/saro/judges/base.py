@@ -46,6 +46,20 @@ class Verdict:
         return self.label != UNPARSEABLE
 
 
+def text_to_judge(response: str, judge_reasoning: bool = False) -> str | None:
+    """The part of an assistant turn a judge reads: the final answer (or reasoning + answer when
+    ``judge_reasoning``); None when there is nothing to judge (no final answer)."""
+    from saro.reasoning import parse
+
+    p = parse(response or "")
+    if judge_reasoning:
+        text = f"{p.reasoning}\n\n{p.answer}".strip() if p.reasoning else p.answer
+        return text or None
+    if not p.finished or not p.answer:
+        return None
+    return p.answer
+
+
 class Judge(ABC):
     """Base class of all judges. Subclasses set ``labels`` and implement ``judge``."""
 

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from saro.errors import SaroError
-from saro.judges.base import UNPARSEABLE, Judge, JudgeInput, Verdict, register_judge
-from saro.reasoning import parse
+from saro.judges.base import UNPARSEABLE, Judge, JudgeInput, Verdict, register_judge, text_to_judge
 
 log = logging.getLogger(__name__)
 
@@ -279,14 +278,7 @@ class _GuardJudge(Judge):
         )
 
     def _text_to_judge(self, response: str) -> str | None:
-        """The part of the turn the classifier reads; None when there is nothing to judge."""
-        p = parse(response or "")
-        if self.judge_reasoning:
-            text = f"{p.reasoning}\n\n{p.answer}".strip() if p.reasoning else p.answer
-            return text or None
-        if not p.finished or not p.answer:
-            return None
-        return p.answer
+        return text_to_judge(response, self.judge_reasoning)
 
     def render(self, prompt: str, response: str) -> str:
         raise NotImplementedError

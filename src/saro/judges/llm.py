@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from saro.judges.base import UNPARSEABLE, Judge, JudgeInput, Verdict, register_judge
+from saro.judges.base import UNPARSEABLE, Judge, JudgeInput, Verdict, register_judge, text_to_judge
 from saro.models.generate import Generator, SamplingParams, make_generator
 from saro.paths import package_file
 from saro.reasoning import parse
@@ -126,13 +126,7 @@ class _LLMJudge(Judge):
         self.params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
 
     def _text_to_judge(self, response: str) -> str | None:
-        p = parse(response or "")
-        if self.judge_reasoning:
-            text = f"{p.reasoning}\n\n{p.answer}".strip() if p.reasoning else p.answer
-            return text or None
-        if not p.finished or not p.answer:
-            return None
-        return p.answer
+        return text_to_judge(response, self.judge_reasoning)
 
     def conversation(self, prompt: str, response: str) -> list[dict[str, str]]:
         raise NotImplementedError
