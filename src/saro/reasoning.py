@@ -115,6 +115,16 @@ def _mk(reasoning: str, answer: str, status: ParseStatus) -> Parsed:
     return Parsed(reasoning, _TAG.sub("", answer).strip(), status, split_steps(reasoning))
 
 
+def close_reasoning(partial: str) -> str:
+    """A partial turn with its think block closed, ready for the model to continue with the answer (used when a
+    reasoning budget runs out)."""
+    if THINK_CLOSE in partial:
+        return partial
+    if THINK_OPEN not in partial:
+        partial = THINK_OPEN + "\n" + partial
+    return partial.rstrip() + "\n" + THINK_CLOSE + "\n"
+
+
 def count_tokens(text: str, tokenizer: Any) -> int:
     """Token count of ``text`` without special tokens."""
     if not text:

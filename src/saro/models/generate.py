@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from saro.console import make_progress
 from saro.errors import SaroError
-from saro.reasoning import THINK_CLOSE, THINK_OPEN
+from saro.reasoning import THINK_CLOSE, close_reasoning
 
 log = logging.getLogger(__name__)
 
@@ -278,11 +278,7 @@ class HFGenerator(Generator):
         for i, g in enumerate(first):
             if g.finished:
                 continue
-            partial = g.text
-            if THINK_CLOSE not in partial:
-                if THINK_OPEN not in partial:
-                    partial = THINK_OPEN + "\n" + partial
-                partial = partial.rstrip() + "\n" + THINK_CLOSE + "\n"
+            partial = close_reasoning(g.text)
             todo.append(i)
             cont.append(partial)
             if on_text is not None and partial != g.text:  # the think block was closed for the model

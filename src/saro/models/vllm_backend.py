@@ -17,7 +17,7 @@ from typing import Any
 from saro.console import make_progress
 from saro.errors import SaroError
 from saro.models.generate import Conversation, Generation, Generator, SamplingParams, register_backend
-from saro.reasoning import THINK_CLOSE, THINK_OPEN
+from saro.reasoning import close_reasoning
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +112,7 @@ class VLLMGenerator(Generator):
             for j, g in enumerate(gens):
                 if g.finished:
                     continue
-                partial = g.text
-                if THINK_CLOSE not in partial:
-                    if THINK_OPEN not in partial:
-                        partial = THINK_OPEN + "\n" + partial
-                    partial = partial.rstrip() + "\n" + THINK_CLOSE + "\n"
+                partial = close_reasoning(g.text)
                 todo.append((i, j))
                 cont.append(partial)
         if not todo:

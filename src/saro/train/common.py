@@ -661,3 +661,14 @@ def write_audit(output_dir: Path, audit: dict[str, Any]) -> None:
     if is_main():
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(output_dir) / AUDIT_FILE, audit)
+
+
+def enforce_audit(stage: str, audit: dict, out: Path, enabled: bool) -> None:
+    """Write the audit; fail on its problems (or only warn when the recipe turned the audit off)."""
+    write_audit(out, audit)
+    if not audit["problems"]:
+        return
+    problems = "; ".join(audit["problems"])
+    if enabled:
+        raise SaroError(f"{stage}: data audit failed: {problems} (details: {out}/audit.json)")
+    log.warning("%s: audit problems ignored (audit: false): %s", stage, problems)

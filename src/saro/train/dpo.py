@@ -89,13 +89,7 @@ def train_dpo(
     audit = audit_dpo(tok, list(train_ds[PROMPT]), list(train_ds[CHOSEN]), list(train_ds[REJECTED]), eot, cfg)
     dropped = set(audit.pop("_dropped_all"))
     audit["template"] = template
-    common.write_audit(out, audit)
-    if audit["problems"]:
-        if cfg.audit:
-            raise SaroError(
-                f"train_dpo: data audit failed: {'; '.join(audit['problems'])} (details: {out}/audit.json)"
-            )
-        log.warning("train_dpo: audit problems ignored (audit: false): %s", "; ".join(audit["problems"]))
+    common.enforce_audit("train_dpo", audit, out, cfg.audit)
 
     trainer, source, cached = None, None, False
     if common.finished_checkpoint(resume):

@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from saro.errors import SaroError
 from saro.records import MESSAGES
 from saro.train import common
 from saro.train.audit import audit_sft
@@ -46,13 +45,7 @@ def train_sft(
 
     audit = audit_sft(tok, list(train_ds[MESSAGES]), eot, cfg)
     audit["template"] = template
-    common.write_audit(out, audit)
-    if audit["problems"]:
-        if cfg.audit:
-            raise SaroError(
-                f"train_sft: data audit failed: {'; '.join(audit['problems'])} (details: {out}/audit.json)"
-            )
-        log.warning("train_sft: audit problems ignored (audit: false): %s", "; ".join(audit["problems"]))
+    common.enforce_audit("train_sft", audit, out, cfg.audit)
 
     trainer, source = None, None
     if common.finished_checkpoint(resume):
