@@ -282,3 +282,50 @@ def test_saro_train_sft_under_accelerate_launch_two_cpu_processes(tiny_model_dir
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "train_sft" / "final")
+
+
+def test_synth_srpo_sigkill_and_resume_gives_the_same_ids(tiny_model_dir, tmp_path):
+    """Kill `saro synth srpo` while it samples the RW model, resume: the same samples and pairs as a clean run."""
+    import random
+    import shutil
+
+    r = tiny_recipe(tiny_model_dir, tmp_path / "ref")
+    r["prompts"]["srpo"] = [
+        {"source": "advbench", "n": 8},
+        {"source": "advbench", "n": 4, "attacks": "train"},
+        {"source": "saro_borderline", "n": 4},
+    ]
+    r["synth_srpo"]["policy"]["batch_size"] = 2
+    ref_yaml = tmp_path / "ref.yaml"
+    ref_yaml.write_text(yaml.safe_dump(r))
+    run_recipe(load_recipe(ref_yaml), until="train_sft")
+    shutil.copytree(tmp_path / "ref", tmp_path / "killed")
+    r["run_dir"] = str(tmp_path / "killed")
+    killed_yaml = tmp_path / "killed.yaml"
+    killed_yaml.write_text(yaml.safe_dump(r))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SARO_NO_PROGRESS": "1"}
+    run_stage(load_recipe(ref_yaml), "synth_srpo")
+    cmd = [sys.executable, "-m", "saro", "synth", "srpo", str(killed_yaml)]
+    samples = tmp_path / "killed" / "synth_srpo" / "samples.jsonl"
+    total = len(read_rows(tmp_path / "ref" / "synth_srpo" / "samples.jsonl"))
+    kills = 0
+    for target in sorted(random.Random(1).sample(range(2, total - 2, 2), 3)):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 180
+        while proc.poll() is None and time.time() < deadline:
+            if samples.exists() and len(samples.read_bytes().splitlines()) >= target:
+                break
+            time.sleep(0.02)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert kills == 3
+    for f in ("samples.jsonl", "pairs.jsonl", "safety_dpo.jsonl"):
+        ref_rows = {x["id"]: x for x in read_rows(tmp_path / "ref" / "synth_srpo" / f)}
+        got = {x["id"]: x for x in read_rows(tmp_path / "killed" / "synth_srpo" / f)}
+        assert sorted(got) == sorted(ref_rows), f
+    stats = read_json(tmp_path / "killed" / "synth_srpo" / "stats.json")
+    assert set(stats["by_type"]) >= {"op_cot", "pp_cot", "early_late"}

@@ -227,3 +227,43 @@ def test_sigkill_at_random_points_then_resume_gives_the_ids_of_an_uninterrupted_
     assert kills == 5
     assert files(killed) == files(ref)
     assert read_json(killed / "manifest.json")["stages"]["synth_rw"]["status"] == "done"
+
+
+def test_hf_teacher_plumbing_rejects_garbage_with_reasons(tiny_model_dir, tmp_path):
+    """A local transformers teacher (the tiny random model writes garbage): every candidate ends rejected with a
+    reason after the malformed retries, nothing is accepted."""
+    teacher = {
+        "backend": "hf",
+        "model": "@base",
+        "max_new_tokens": 16,
+        "malformed_retries": 1,
+        "batch_size": 4,
+    }
+    r = _recipe(tiny_model_dir, tmp_path / "run", teacher, k=1, n=2)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    run_recipe(load_recipe(tmp_path / "r.yaml"), until="synth_rw")
+    cands = read_rows(tmp_path / "run" / "synth_rw" / "candidates.jsonl")
+    assert cands and all(
+        c["status"] == "rejected" and c["meta"]["reason"] and c["meta"]["attempts"] == 2 for c in cands
+    )
+    accepted, rejected, prompts = _outcomes(tmp_path / "run")
+    assert not accepted and rejected == set(prompts)
+
+
+def test_llm_attacks_rewrite_through_the_teacher(tiny_model_dir, tmp_path):
+    with FakeServer(seed=0) as srv:
+        r = _recipe(
+            tiny_model_dir,
+            tmp_path / "run",
+            {"backend": "openai", "base_url": srv.url, "model": "fake", "timeout": 5},
+            k=1,
+            n=2,
+        )
+        r["prompts"]["attacks"] = {"train": ["poem"], "heldout": ["past_tense_llm"]}
+        r["prompts"]["eval"] = [{"source": "harmbench", "n": 2, "attacks": "heldout"}]
+        (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+        run_recipe(load_recipe(tmp_path / "r.yaml"), until="prompts")
+        assert srv.requests == 2
+    rows = read_rows(tmp_path / "run" / "prompts" / "eval.jsonl")
+    assert all(x["attack"] == "past_tense_llm" and "<think>" not in x["text"] for x in rows)
+    assert all(x["text"].startswith("Here is my answer to:") for x in rows)  # the fake teacher's final answer

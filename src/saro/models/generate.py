@@ -212,7 +212,13 @@ class HFGenerator(Generator):
             for b in range(0, len(order), per):
                 idx = order[b : b + per]
                 texts = [prompts[i] for i in idx for _ in range(params.n)]
-                gens = self._generate_texts(texts, params, seed=params.seed + b)
+                sampler = None
+                if params.temperature > 0:
+                    # one seeded RNG per (prompt, sample): the draws do not depend on which prompts share a
+                    # batch, so a resumed stage samples exactly what an uninterrupted one would have
+                    seeds = [row_seed(params.seed, prompts[i], k) for i in idx for k in range(params.n)]
+                    sampler = _RowSampler([params] * len(texts), seeds, self.model.device)
+                gens = self._generate_texts(texts, params, seed=params.seed + b, sampler=sampler)
                 grouped = [gens[k * params.n : (k + 1) * params.n] for k in range(len(idx))]
                 prog.advance(task, len(idx))
                 yield idx, grouped
@@ -349,6 +355,14 @@ class _RowStreamer:
         if piece:
             self.sent[r] = len(text)
             self.on_text(self.rows[r], piece)
+
+
+def row_seed(seed: int, prompt: str, sample: int) -> int:
+    """A sampling seed that depends only on the run seed, the rendered prompt and the sample index."""
+    import hashlib
+
+    h = hashlib.sha256(f"{seed}\x1f{sample}\x1f{prompt}".encode("utf-8", "surrogatepass")).hexdigest()
+    return int(h[:15], 16)
 
 
 class _RowSampler:

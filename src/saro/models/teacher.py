@@ -476,7 +476,11 @@ def make_rewriter(spec: Any, ctx: Any) -> Callable[[str], str]:
 
     def rewrite(instruction: str) -> str:
         out = gen.generate([[{"role": "user", "content": instruction}]], params)[0][0]
-        return out.text.strip()
+        if getattr(out, "status", "ok") != "ok":
+            from saro.errors import SaroError
+
+            raise SaroError(f"attack rewrite through the teacher failed: {out.error}")
+        return parse(out.text).answer or out.text.strip()  # a reasoning teacher's rewrite is its final answer
 
     return rewrite
 
