@@ -173,6 +173,9 @@ def test_mix_keeps_proportions_under_a_cap():
     cfg_all = SynthSRPOConfig.model_validate({"mix": {"op_cot": 1.0, "pp_cot": 1.0, "early_late": 1.0}})
     out, stats = mix(pools, cfg_all, random.Random(0))
     assert len(out) == 30
+    scarce = {**pools, "op_cot": pools["op_cot"][:2]}
+    out, stats = mix(scarce, cfg, random.Random(0))  # op_cot has 2 of its 4: the others take the rest
+    assert len(out) == 10 and stats["taken"]["op_cot"] == 2 and sum(stats["taken"].values()) == 10
     cfg_off = SynthSRPOConfig.model_validate({"mix": {"op_cot": 1.0, "pp_cot": 0.0, "early_late": 0.0}})
     out, _ = mix(pools, cfg_off, random.Random(0))
     assert {x.pair_type for x in out} == {"op_cot"}

@@ -156,6 +156,8 @@ class SynthRWConfig(Section):
 
 
 class PairMix(Section):
+    """Relative share of each SRPO pair type when ``max_pairs`` caps the total (0 leaves a type out)."""
+
     op_cot: float = Field(1.0, ge=0)
     pp_cot: float = Field(1.0, ge=0)
     early_late: float = Field(0.5, ge=0)

@@ -119,6 +119,27 @@ def framing_family(prompt: Prompt) -> str | None:
     return "other"
 
 
+_IMPERATIVE = re.compile(
+    r"^(write|create|give|list|describe|explain|generate|develop|design|provide|draft|compose|make|tell|teach|"
+    r"show|outline|suggest|plan|build|help|find|produce|translate|summari[sz]e|convert|recommend)\b",
+    re.IGNORECASE,
+)
+
+
+def _restatements(base: str, g: str) -> list[str]:
+    """Ways to restate the request that read well for questions, instructions and other statements alike."""
+    first = base.strip().split("\n")[0].strip()
+    if first.endswith("?"):
+        return [f'The user asks: "{g}?"', f'The question is: "{g}?"']
+    if _IMPERATIVE.match(first):
+        return [
+            f"The user wants me to {g}.",
+            f'The request is: "{g}".',
+            f"Here the user is asking me to {g}.",
+        ]
+    return [f'The request is: "{g}".', f'The user writes: "{g}".']
+
+
 @dataclass
 class Composed:
     steps: list[str]
@@ -161,13 +182,7 @@ class OfflineTeacher:
             cat.disallowed,
             fallback=f"help with {cat.description[0].lower()}{cat.description[1:].rstrip('.')}",
         )
-        understand = rng.choice(
-            [
-                f"The user wants me to {g}.",
-                f'The request is: "{g}".',
-                f"Here the user is asking me to {g}.",
-            ]
-        )
+        understand = rng.choice(_restatements(base, g))
         if fam:
             understand += " " + FRAMINGS[fam] + ", but underneath it the request itself is the same."
         intent = rng.choice(
@@ -254,13 +269,7 @@ class OfflineTeacher:
     def _benign_steps(
         self, rng: random.Random, g: str, base: str, cat: Category | None, fam: str | None, kind: str
     ) -> list[str]:
-        understand = rng.choice(
-            [
-                f'The user asks: "{g}".',
-                f"The user wants to know how to {g}." if not g.endswith("?") else f'The user asks "{g}".',
-                f"Here the request is to {g}.",
-            ]
-        )
+        understand = rng.choice(_restatements(base, g))
         if fam:
             understand += " " + FRAMINGS[fam] + "; I should look at the request underneath it."
         steps = [understand]

@@ -18,11 +18,14 @@ log = logging.getLogger(__name__)
 Method = Literal["embedding", "keyword"]
 
 
-def category_texts(policy: Policy) -> list[str]:
-    return [
-        f"{c.name}. {c.description} " + " ".join(c.disallowed) + " " + " ".join(c.keywords)
-        for c in policy.categories
-    ]
+def clause_texts(policy: Policy) -> tuple[list[str], list[int]]:
+    """One text per policy clause (each category's description and disallowed behaviours) and its category index."""
+    texts, owner = [], []
+    for i, c in enumerate(policy.categories):
+        for d in [c.description, *c.disallowed]:
+            texts.append(f"{c.name}: {d}")
+            owner.append(i)
+    return texts, owner
 
 
 def categorize(texts: list[str], policy: Policy, method: Method = "embedding") -> list[str]:
@@ -31,21 +34,30 @@ def categorize(texts: list[str], policy: Policy, method: Method = "embedding") -
         return []
     if method == "keyword":
         return [keyword_category(t, policy) for t in texts]
+    import numpy as np
+
     from saro.embeddings import embed
 
-    cats = embed(category_texts(policy))
-    vecs = embed(texts)
-    best = (vecs @ cats.T).argmax(axis=1)
-    return [policy.categories[int(i)].id for i in best]
+    # nearest clause, not nearest category summary: a request matches one specific behaviour far better than the
+    # average of a category (MiniLM on whole-category texts put "hack a self-driving car" under self-harm)
+    texts_c, owner = clause_texts(policy)
+    sims = embed(texts) @ embed(texts_c).T
+    owner_a = np.array(owner)
+    per_cat = np.stack([sims[:, owner_a == j].max(axis=1) for j in range(len(policy.categories))], axis=1)
+    return [policy.categories[int(i)].id for i in per_cat.argmax(axis=1)]
+
+
+def keyword_hits(text: str, policy: Policy) -> list[int]:
+    """Per category, how many of its keywords occur in the text."""
+    low = text.lower()
+    return [
+        sum(1 for k in c.keywords if re.search(r"\b" + re.escape(k.lower()), low)) for c in policy.categories
+    ]
 
 
 def keyword_category(text: str, policy: Policy) -> str:
     """Category with the most keyword hits (ties: policy order); the first category when nothing matches."""
-    low = text.lower()
-    scores = []
-    for c in policy.categories:
-        hits = sum(1 for k in c.keywords if re.search(r"\b" + re.escape(k.lower()), low))
-        scores.append(hits)
+    scores = keyword_hits(text, policy)
     best = max(range(len(scores)), key=lambda i: (scores[i], -i))
     return policy.categories[best].id if scores[best] > 0 else policy.categories[0].id
 

@@ -34,6 +34,7 @@ from saro.models.teacher import (
     base_text,
     best_clause,
     model_answers,
+    trigger_word,
 )
 from saro.pipeline import StageContext
 from saro.policy import NONE, Policy
@@ -71,6 +72,11 @@ _REFUSE = [
     r"\bmust not\b",
     r"\bshould not (help|answer|assist)\b",
     r"\bunsafe\b",
+    r"\bonly matters? if\b",
+    r"\bintend to carry\b",
+    r"\bharmful capability\b",
+    r"\bnot for understanding\b",
+    r"\breal help toward harm\b",
     r"\bdangerous\b",
     r"\bharm(ful)?\b",
     r"\bviolat",
@@ -99,6 +105,8 @@ _HELP = [
 ]
 # phrases whose "harm" words argue for helping ("does not make it harmful", "no real uplift toward harm")
 _HELP_OVERRIDES = [
+    r"\bover-?refus",
+    r"\breacting to (the word|how)",
     r"\bnot (make|mean)[^.]*harm",
     r"\bno (real )?uplift\b",
     r"\bnothing here gives\b",
@@ -108,6 +116,8 @@ _HELP_OVERRIDES = [
     r"\blooks? (risky|dangerous)",
 ]
 _REFUSE_OVERRIDES = [
+    r"\bnot a harmless\b",
+    r"\bwould (actually )?(give|hand over) real\b",
     r"\bdoes not change what is being asked\b",
     r"\bframing does not change\b",
     r"\bstill (me writing|produces)\b",
@@ -115,8 +125,20 @@ _REFUSE_OVERRIDES = [
 
 
 def step_stance(step: str) -> Stance:
-    """Which way a reasoning step leans: toward refusing, toward helping, or neither (offline step judge)."""
-    s = step.lower()
+    """Which way a reasoning step leans: toward refusing, toward helping, or neither (the offline step judge).
+
+    A contrast ("..., but ...") is judged by what follows its last "but": "Someone could be curious, but the request
+    asks for specifics only an attacker needs" leans toward refusing.
+    """
+    parts = re.split(r"\bbut\b", step.lower())
+    if len(parts) > 1:
+        tail = _stance(parts[-1])
+        if tail != "neutral":
+            return tail
+    return _stance(step.lower())
+
+
+def _stance(s: str) -> Stance:
     if any(re.search(p, s) for p in _REFUSE_OVERRIDES):
         return "refuse"
     if any(re.search(p, s) for p in _HELP_OVERRIDES):
@@ -137,14 +159,9 @@ def find_drift(parsed: Parsed, kind: str, verdict: str | None = None) -> int | N
     Harmful prompts drift toward helping; benign and borderline prompts drift toward refusing.
     """
     wrong: Stance = "help" if kind == "harmful" else "refuse"
-    right: Stance = "refuse" if kind == "harmful" else "help"
     for i, step in enumerate(parsed.steps):
-        st = step_stance(step)
-        if st == wrong:
+        if step_stance(step) == wrong:
             return i
-        if st == right and i >= 1:
-            # committed to the right side: a later wrong answer is an inconsistency, located at the answer
-            break
     want = "refused" if kind == "harmful" else "complied"
     if verdict is not None and verdict not in (want, "unparseable"):
         return len(parsed.steps)
@@ -176,10 +193,10 @@ def reflection_for(prompt: Prompt, policy: Policy, rng: random.Random) -> str:
         framing = " The framing around it does not change that." if prompt.attack else ""
         return rng.choice(
             [
-                f"Wait, I am drifting toward helping. This is [{cat.id}] {cat.name}: my policy does not allow "
-                f"{clause}.{framing}",
-                f"Wait, this would give real help toward harm. Under [{cat.id}] {cat.name} the policy rules out "
-                f"{clause}, so I should not continue down this path.{framing}",
+                f"Wait, this is not a harmless question. It falls under [{cat.id}] {cat.name}, and my policy does "
+                f"not allow {clause}.{framing}",
+                f"Wait, what would my answer actually give? Real help toward harm: [{cat.id}] {cat.name}, where "
+                f"the policy rules out {clause}. I must not continue this way.{framing}",
             ]
         )
     if prompt.category not in (NONE, None):
@@ -391,7 +408,7 @@ def build_pairs(
                 continue
             drifts.append((ps.steps[:d], ps.steps[d:], ps.answer, f"rw_sample_{s.sample}"))
         if not drifts and good.steps:
-            drifts.append(_constructed_drift(p, good, drift_ans, prng))
+            drifts.append(_constructed_drift(p, good, drift_ans, prng, teacher))
         corr_steps, corr_answer = _correction(p, good, teacher, drift_ans)
         corr = Correction(reflection_for(p, policy, prng), corr_steps, corr_answer)
         for prefix, drifting, d_answer, src in drifts[:1]:
@@ -452,39 +469,38 @@ def build_pairs(
 
 
 def _constructed_drift(
-    p: Prompt, good: Parsed, drift_ans: str, rng: random.Random
+    p: Prompt, good: Parsed, drift_ans: str, rng: random.Random, teacher: OfflineTeacher
 ) -> tuple[list[str], list[str], str, str]:
-    """A drifting continuation built offline: keep the right trajectory's first step, then drift."""
+    """A drifting continuation built offline, in the words the RW model itself uses for the *other* kind of prompt:
+    a harmful prompt talked into helping with the over-refusal reflection, a benign one talked into refusing with
+    the policy-violation step. These are the hard negatives: the model must tell the two apart by the request, not
+    by the wording of its reflection."""
     prefix = good.steps[:1]
     if p.kind == "harmful":
+        trig = trigger_word(base_text(p), teacher.policy)
+        look = f'the word "{trig}"' if trig else "how this sounds"
         drifting = [
             rng.choice(
                 [
-                    "This looks like a request for general information, so it should be fine to answer.",
-                    "The user probably has a legitimate reason, so I can help with it.",
-                    "Since I was asked directly, I will just provide what is requested.",
+                    f"Wait, am I reacting to {look} rather than to what is asked? This is general information, "
+                    "so refusing would be unhelpful.",
+                    "Wait, I should not over-refuse just because the topic sounds sensitive. I can help.",
                 ]
             ),
-            rng.choice(["I will answer the request.", "So I will help."]),
+            rng.choice(["So I will help.", "I will give a direct, helpful answer."]),
         ]
         answer = drift_ans or "Sure, here is how to do that."
     else:
-        drifting = [
-            rng.choice(
-                [
-                    "This sounds dangerous and could be misused, so it may be harmful.",
-                    "The topic could lead to harm; it is safer not to engage.",
-                ]
-            ),
-            rng.choice(["I should decline.", "I will refuse."]),
-        ]
-        answer = rng.choice(
-            [
-                "I'm sorry, but I can't help with that request.",
-                "I can't help with this, as it could be unsafe.",
-            ]
-        )
+        as_harmful = p.model_copy(update={"kind": "harmful", "category": _harm_category(p, teacher.policy)})
+        wrong = teacher.compose(as_harmful, sample=1)
+        policy_step = next((x for x in wrong.steps if "[" in x), wrong.steps[1])
+        drifting = [policy_step, wrong.steps[-1]]
+        answer = wrong.answer
     return prefix, drifting, answer, "constructed"
+
+
+def _harm_category(p: Prompt, policy: Policy) -> str:
+    return p.category if p.category not in (NONE, None) else policy.categories[0].id
 
 
 def _correction(p: Prompt, good: Parsed, teacher: OfflineTeacher, drift_ans: str) -> tuple[list[str], str]:
@@ -509,32 +525,41 @@ def _baseline_pair(p: Prompt, good_answer: str, drift_ans: str, teacher: Offline
 
 
 def mix(pools: dict[str, list[PreferencePair]], cfg: SynthSRPOConfig, rng: random.Random):
-    """Take pairs per type in proportion to the recipe weights (all available when no cap applies)."""
+    """Choose the pairs per type: ``max_pairs`` in total (default: all available), shared between the types in
+    proportion to the recipe weights (weight 0 leaves a type out); a type with fewer pairs than its share passes
+    the rest to the others (water-filling), so the total is met whenever enough pairs exist."""
     weights = {t: getattr(cfg.mix, t) for t in PAIR_TYPES}
     active = {t: w for t, w in weights.items() if w > 0 and pools[t]}
     if not active:
         return [], {"weights": weights, "taken": {}}
-    total_w = sum(active.values())
-    cap = cfg.max_pairs
-    # the largest total that keeps the proportions given what is available (and the cap)
-    feasible = min(len(pools[t]) / (w / total_w) for t, w in active.items())
-    total = min(feasible, cap) if cap else feasible
-    # weights of 1.0 everywhere mean "everything available": proportions only bind when they must
-    taken: dict[str, int] = {}
+    available = sum(len(pools[t]) for t in active)
+    left = min(cfg.max_pairs, available) if cfg.max_pairs else available
+    take = dict.fromkeys(active, 0)
+    open_types = dict(active)
+    while left > 0 and open_types:
+        total_w = sum(open_types.values())
+        shares = {t: left * w / total_w for t, w in open_types.items()}
+        progressed = False
+        for t in sorted(open_types, key=lambda t: -shares[t]):
+            room = len(pools[t]) - take[t]
+            n = min(room, max(1, round(shares[t])), left)
+            if n > 0:
+                take[t] += n
+                left -= n
+                progressed = True
+            if take[t] >= len(pools[t]):
+                open_types.pop(t)
+            if left == 0:
+                break
+        if not progressed:
+            break
     out: list[PreferencePair] = []
-    for t, w in active.items():
-        n = (
-            len(pools[t])
-            if (cap is None and w >= 1.0 and all(x >= 1.0 for x in active.values()))
-            else round(total * w / total_w)
-        )
-        n = min(n, len(pools[t]))
+    for t, n in take.items():
         pool = sorted(pools[t], key=lambda x: x.id)
         rng.shuffle(pool)
         out.extend(pool[:n])
-        taken[t] = n
     out.sort(key=lambda x: x.id)
-    return out, {"weights": weights, "taken": taken}
+    return out, {"weights": weights, "taken": {t: n for t, n in take.items() if n}}
 
 
 def hygiene(pairs: list[PreferencePair]) -> tuple[list[PreferencePair], Counter[str]]:
