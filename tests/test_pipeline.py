@@ -214,19 +214,32 @@ def test_killed_run_resumes_without_redoing_finished_stages(tiny_model_dir, tmp_
     )  # resumed from a checkpoint, same final step
 
 
-def test_reuse_from_copies_stages_with_the_same_config(finished_run, tmp_path):
+def test_reuse_from_copies_stages_models_and_generations(finished_run, tmp_path):
+    """A recipe that only adds an SRPO variant reuses every stage, model and generation that has the same inputs."""
     recipe, run = finished_run
     r = tiny_recipe(Path(recipe.model.source), tmp_path / "run2", reuse_from=str(run), name="tiny2")
-    r["eval"]["max_new_tokens"] = 16
-    r["eval"]["models"] = r["eval"]["models"][:2]
+    r["train_dpo"]["variants"] = {"pp_only": {"pair_types": ["pp_cot"]}}
+    r["eval"]["models"].append({"name": "pp-only", "source": "@train_dpo/pp_only"})
     path = tmp_path / "r2.yaml"
     path.write_text(yaml.safe_dump(r))
     run_recipe(load_recipe(path))
-    m = read_json(tmp_path / "run2" / "manifest.json")["stages"]
-    for s in ["prompts", "synth_rw", "train_sft", "synth_srpo", "train_dpo"]:
+    run2 = tmp_path / "run2"
+    m = read_json(run2 / "manifest.json")["stages"]
+    for s in ["prompts", "synth_rw", "train_sft", "synth_srpo"]:
         assert m[s]["reused_from"] == str(run), s
-    assert "reused_from" not in m["eval"] and m["eval"]["status"] == "done"
-    assert (tmp_path / "run2" / "train_sft" / "final" / "config.json").exists()
+    assert "reused_from" not in m["train_dpo"]  # the stage ran: it has a new variant
+    dpo = m["train_dpo"]["summary"]
+    assert dpo["main"]["reused_from"] and "reused_from" not in dpo["pp_only"]
+    assert (run2 / "train_dpo" / "final" / "config.json").exists()
+    assert (run2 / "train_dpo" / "pp_only" / "final" / "config.json").exists()
+    assert not (run2 / "train_dpo" / "final" / "pp_only").exists()
+    for name in ("base", "rw", "saro"):
+        a = (run / "eval" / name / "generations.jsonl").read_text()
+        assert (run2 / "eval" / name / "generations.jsonl").read_text() == a, name
+    assert len(read_rows(run2 / "eval" / "pp-only" / "generations.jsonl")) == len(
+        read_rows(run / "eval" / "base" / "generations.jsonl")
+    )
+    assert set(read_json(run2 / "report.json")["summary"]) == {"base", "rw", "saro", "pp-only"}
 
 
 def test_saro_train_sft_under_accelerate_launch_two_cpu_processes(tiny_model_dir, tmp_path):

@@ -334,16 +334,33 @@ def _reuse(recipe: Recipe, stage: str, h: str, run: RunDir) -> bool:
     dst = run.stage_dir(stage)
     if dst.exists():
         shutil.rmtree(dst)
-    try:
-        shutil.copytree(other.stage_dir(stage), dst, copy_function=os.link)
-    except OSError:
-        shutil.rmtree(dst, ignore_errors=True)
-        shutil.copytree(other.stage_dir(stage), dst)
+    copy_tree(other.stage_dir(stage), dst)
     _write_run_info(run, recipe, stage_hashes(recipe))
     st = other.status(stage)
     run.update_stage(stage, **{**st, "reused_from": str(src)})
     log.info("stage %s: same config as in %s, reused", stage, src)
     return True
+
+
+def copy_tree(src: Path, dst: Path, skip: set[str] | frozenset[str] = frozenset()) -> None:
+    """Copy a folder with hard links where the file system allows (model weights are large), leaving out the
+    top-level entries named in ``skip``. Only for finished outputs: they are never written again (final files
+    are replaced by rename), so a hard-linked copy cannot change its source."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for entry in src.iterdir():
+        if entry.name in skip:
+            continue
+        target = dst / entry.name
+        if entry.is_dir():
+            try:
+                shutil.copytree(entry, target, copy_function=os.link, dirs_exist_ok=True)
+            except OSError:
+                shutil.copytree(entry, target, dirs_exist_ok=True)
+        else:
+            try:
+                os.link(entry, target)
+            except OSError:
+                shutil.copy2(entry, target)
 
 
 def _stage_config(recipe: Recipe, stage: str) -> Any:

@@ -84,7 +84,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
         prompts = kept
         if not prompts:
             raise SaroError("eval: every eval prompt is in the training data (drop_contaminated)")
+    gen_hashes = {m.name: generation_hash(ctx, cfg, m) for m in cfg.models}
     for m in cfg.models:
+        _reuse_generations(ctx, m.name, gen_hashes[m.name])
         generate_for_model(ctx, cfg, m, prompts)
     records = {m.name: read_jsonl(gen_path(ctx.dir, m.name), EvalRecord) for m in cfg.models}
     judge_records(ctx.dir, cfg, prompts, records)
@@ -113,6 +115,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "models": list(metrics),
         "records": len(every),
         "contaminated": contamination.get("contaminated", 0),
+        "generation_hashes": gen_hashes,
     }
 
 
@@ -131,6 +134,56 @@ def sampling_for(ctx: StageContext, cfg: EvalConfig, m: EvalModel, suite: str) -
         seed=ctx.seed,
         reasoning_budget=s.reasoning_budget or cfg.reasoning_budget,
     )
+
+
+def _model_identity(ctx: StageContext, source: str) -> Any:
+    """What a model reference stands for: the trained variant's inputs hash, or the base model / path itself."""
+    if source.startswith("@train_"):
+        stage, _, variant = source[1:].partition("/")
+        summary = ctx.run.status(stage).get("summary") or {}
+        return (summary.get(variant or "main") or {}).get("variant_hash") or ctx.hashes.get(stage)
+    if source == "@base":
+        return ctx.recipe.model.model_dump(mode="json", exclude_defaults=True)
+    return source
+
+
+def generation_hash(ctx: StageContext, cfg: EvalConfig, m: EvalModel) -> str:
+    """Everything one model's generations depend on: the model, the eval prompts and the decoding settings."""
+    settings = cfg.model_dump(
+        mode="json", include={"max_new_tokens", "base_max_new_tokens", "reasoning_budget"}
+    )
+    backend = m.backend.model_dump(mode="json", exclude_defaults=True) if m.backend else None
+    return stable_id(
+        _model_identity(ctx, m.source),
+        m.name,
+        ctx.hashes.get("prompts"),
+        settings,
+        backend,
+        ctx.recipe.prompts.suite_info,
+        ctx.seed,
+    )
+
+
+def _reuse_generations(ctx: StageContext, name: str, h: str) -> None:
+    """With ``reuse_from``: start from another run's generations for the same model, prompts and settings."""
+    if not ctx.recipe.reuse_from:
+        return
+    from saro.pipeline import RunDir
+
+    src_root = Path(ctx.recipe.reuse_from)
+    if not (src_root / "manifest.json").exists():
+        return
+    other = RunDir(src_root)
+    st = other.status("eval")
+    if (st.get("summary") or {}).get("generation_hashes", {}).get(name) != h:
+        return
+    src, dst = gen_path(other.stage_dir("eval"), name), gen_path(ctx.dir, name)
+    if src.exists() and not dst.exists():
+        import shutil
+
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)  # a real copy: this stage appends to it
+        log.info("eval %s: generations reused from %s", name, src_root)
 
 
 def generate_for_model(ctx: StageContext, cfg: EvalConfig, m: EvalModel, prompts: list[Prompt]) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from saro.errors import SaroError
-from saro.pipeline import StageContext
+from saro.pipeline import RunDir, StageContext, copy_tree, stage_deps
 from saro.recipe import TRAIN_KEYS, iter_variants
-from saro.records import read_rows, write_jsonl_atomic
+from saro.records import read_rows, stable_id, write_jsonl_atomic
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +26,49 @@ DPO_DATA = {"srpo": "pairs.jsonl", "safety_dpo": "safety_dpo.jsonl"}
 def run(ctx: StageContext) -> dict[str, Any]:
     ctx.set_threads()
     out: dict[str, Any] = {}
-    for variant, section in iter_variants(ctx.stage, ctx.config):
+    variants = iter_variants(ctx.stage, ctx.config)
+    names = [v for v, _ in variants if v]
+    for variant, section in variants:
         name = variant or "main"
-        out[name] = train_variant(ctx, variant, section)
+        vh = variant_hash(ctx, section)
+        reused = _reuse_variant(ctx, variant, vh, names)
+        out[name] = reused if reused is not None else train_variant(ctx, variant, section)
+        out[name]["variant_hash"] = vh
     return out
+
+
+def variant_hash(ctx: StageContext, section: dict[str, Any]) -> str:
+    """What one trained model depends on: its own settings, the base model, the seed and the upstream stages."""
+    deps = [ctx.hashes.get(d) for d in stage_deps(ctx.recipe, ctx.stage)]
+    model = ctx.recipe.model.model_dump(mode="json", exclude_defaults=True)
+    return stable_id(ctx.stage, section, model, ctx.seed, deps)
+
+
+def _reuse_variant(
+    ctx: StageContext, variant: str | None, vh: str, names: list[str]
+) -> dict[str, Any] | None:
+    """With ``reuse_from``: copy a model trained there with exactly the same inputs instead of training it again."""
+    if not ctx.recipe.reuse_from or not (Path(ctx.recipe.reuse_from) / "manifest.json").exists():
+        return None
+    other = RunDir(ctx.recipe.reuse_from)
+    st = other.status(ctx.stage)
+    summary = (st.get("summary") or {}).get(variant or "main") or {}
+    if st.get("status") != "done" or summary.get("variant_hash") != vh:
+        return None
+    src = other.stage_dir(ctx.stage) / variant if variant else other.stage_dir(ctx.stage)
+    dst = ctx.dir / variant if variant else ctx.dir
+    if not (src / "final" / "config.json").exists():
+        return None
+    # the main model's folder is the stage folder: leave the variants' sub-folders out
+    skip = set() if variant else {*names, *(k for k in st.get("summary", {}) if k != "main")}
+    copy_tree(src, dst, skip=skip)
+    log.info(
+        "%s%s: same inputs as in %s, model reused",
+        ctx.stage,
+        f"/{variant}" if variant else "",
+        ctx.recipe.reuse_from,
+    )
+    return {**summary, "final": str(dst / "final"), "reused_from": str(src)}
 
 
 def _model_defaults(ctx: StageContext) -> dict[str, Any]:
