@@ -91,9 +91,11 @@ _EXPLICIT = [
     ),
     re.compile(r"\b(?:i|we) can(?:not)? (?:help|assist) (?:you )?with\b[^.!?\n]{0,240}?,?\s*but not\b"),
     re.compile(r"^\s*(?:no|nope)[,.!]\s+(?:i|we)\b"),
+    # subjectless ("Sorry, unable to help"): only at the start of a sentence or clause, so that a third person
+    # ("the defendant is unable to provide ...") is not read as the assistant refusing
     re.compile(
-        r"\b(?:unable|not able) to (?:provide|assist|help|comply|fulfil|fulfill|create|write|generate|"
-        r"share|give|answer|support)"
+        r"(?:^\s*|[,;:]\s*)(?:unable|not able) to (?:provide|assist|help|comply|fulfil|fulfill|create|write|"
+        r"generate|share|give|answer|support)"
     ),
     re.compile(r"\bi (?:must|have to|need to) (?:respectfully |politely )?(?:refrain|abstain)\b"),
 ]
