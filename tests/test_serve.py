@@ -202,8 +202,38 @@ def test_generate_rows_streams_and_mixes_sampling_settings(tiny_model_dir: Path)
     assert [len(o) for o in out] == [1, 2]
     assert out[0][0].text == g.generate(convs[:1], greedy)[0][0].text  # greedy rows are plain greedy
     assert {key: out[key[0]][key[1]].text for key in pieces} == pieces
-    again = g.generate_rows(convs[1:], [sampled])  # same seed, other batch company: same samples
-    assert [x.text for x in again[0]] == [x.text for x in out[1]] and out[1][0].text != out[1][1].text
+    again = g.generate_rows(convs, [greedy, sampled])  # same seeds, same batch: same samples
+    assert [[x.text for x in o] for o in again] == [[x.text for x in o] for o in out]
+    assert out[1][0].text != out[1][1].text  # sample k is drawn with seed + k
+
+
+def test_row_sampler_draws_do_not_depend_on_batch_company() -> None:
+    """A row's draws come from its own seeded RNG: the same logits give the same tokens whether the row is alone
+    or shares the batch with greedy and other sampled rows. (Compared on fixed logits: through a model, batch
+    shape changes the logits in the last bits, which can flip a near-tie of a random tiny model.)"""
+    import torch
+
+    from saro.models.generate import _RowSampler
+
+    logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(0))
+    hot = SamplingParams(temperature=1.0, top_p=0.9, seed=3)
+    other = SamplingParams(temperature=0.7, top_p=1.0, seed=9)
+    alone = _RowSampler([hot], [11], "cpu")
+    crowd = _RowSampler([SamplingParams(), other, hot], [0, 12, 11], "cpu")
+    drawn_alone, drawn_crowd, greedy_rows = [], [], []
+    for step in range(6):
+        row = logits[step : step + 1]
+        a = alone(None, row)
+        c = crowd(
+            None, torch.cat([logits[(step + 1) % 6 : (step + 1) % 6 + 1], logits[(step + 2) % 6 :][:1], row])
+        )
+        drawn_alone.append(int(a[0].argmax()))
+        drawn_crowd.append(int(c[2].argmax()))
+        greedy_rows.append(int(c[0].argmax()) == int(logits[(step + 1) % 6].argmax()))
+        assert torch.isinf(c[2]).sum() == 49 and torch.isinf(c[1]).sum() == 49  # sampled rows: one token left
+        assert not torch.isinf(c[0]).any()  # the greedy row's scores are left alone
+    assert drawn_alone == drawn_crowd and all(greedy_rows)
+    assert drawn_alone != [int(logits[s].argmax()) for s in range(6)]  # it samples, not just the argmax
 
 
 # ------------------------------------------------------------------------------ reasoning / answer split
