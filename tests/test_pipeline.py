@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -241,6 +242,38 @@ def test_reuse_from_copies_stages_models_and_generations(finished_run, tmp_path)
     )
     assert set(read_json(run2 / "report.json")["summary"]) == {"base", "rw", "saro", "pp-only"}
 
+    # killed while training the new variant, after the main model was linked in: the rerun links again and trains
+    weights = run2 / "train_dpo" / "final" / "model.safetensors"
+    assert os.path.samefile(weights, run / "train_dpo" / "final" / "model.safetensors")
+    shutil.rmtree(run2 / "train_dpo" / "pp_only")
+    r2 = RunDir(run2)
+    r2.update_stage("train_dpo", status="running")
+    run_stage(load_recipe(path), "train_dpo")
+    assert os.path.samefile(weights, run / "train_dpo" / "final" / "model.safetensors")
+    assert (run2 / "train_dpo" / "pp_only" / "final" / "config.json").exists()
+    assert RunDir(run2).status("train_dpo")["status"] == "done"
+
+
+def test_copy_tree_is_idempotent_and_replaces_stale_files(tmp_path):
+    """Copying onto an earlier copy (a stage resumed after reusing outputs) keeps links and replaces stale files."""
+    from saro.pipeline import copy_tree
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "final").mkdir(parents=True)
+    (src / "metrics.jsonl").write_text("a\n")
+    (src / "final" / "w.bin").write_bytes(b"weights")
+    (src / "variant").mkdir()
+    (src / "variant" / "x").write_text("skip me")
+    copy_tree(src, dst, skip={"variant"})
+    copy_tree(src, dst, skip={"variant"})  # again onto the same links
+    assert os.path.samefile(src / "final" / "w.bin", dst / "final" / "w.bin")
+    assert not (dst / "variant").exists()
+    (dst / "metrics.jsonl").unlink()
+    (dst / "metrics.jsonl").write_text("stale\n")
+    copy_tree(src, dst)
+    assert (dst / "metrics.jsonl").read_text() == "a\n" and (dst / "variant" / "x").read_text() == "skip me"
+    assert (src / "metrics.jsonl").read_text() == "a\n"  # the source is never written
+
 
 def test_saro_train_sft_under_accelerate_launch_two_cpu_processes(tiny_model_dir, tmp_path):
     """`accelerate launch -m saro train sft RECIPE` unchanged: one training over two gloo ranks, one manifest."""
@@ -300,7 +333,6 @@ def test_saro_train_sft_under_accelerate_launch_two_cpu_processes(tiny_model_dir
 def test_synth_srpo_sigkill_and_resume_gives_the_same_ids(tiny_model_dir, tmp_path):
     """Kill `saro synth srpo` while it samples the RW model, resume: the same samples and pairs as a clean run."""
     import random
-    import shutil
 
     r = tiny_recipe(tiny_model_dir, tmp_path / "ref")
     r["prompts"]["srpo"] = [

@@ -345,22 +345,24 @@ def _reuse(recipe: Recipe, stage: str, h: str, run: RunDir) -> bool:
 def copy_tree(src: Path, dst: Path, skip: set[str] | frozenset[str] = frozenset()) -> None:
     """Copy a folder with hard links where the file system allows (model weights are large), leaving out the
     top-level entries named in ``skip``. Only for finished outputs: they are never written again (final files
-    are replaced by rename), so a hard-linked copy cannot change its source."""
+    are replaced by rename), so a hard-linked copy cannot change its source. Idempotent: a stage interrupted
+    after a copy copies again onto what is there (files already linked stay, stale ones are replaced)."""
     dst.mkdir(parents=True, exist_ok=True)
     for entry in src.iterdir():
         if entry.name in skip:
             continue
         target = dst / entry.name
         if entry.is_dir():
-            try:
-                shutil.copytree(entry, target, copy_function=os.link, dirs_exist_ok=True)
-            except OSError:
-                shutil.copytree(entry, target, dirs_exist_ok=True)
-        else:
-            try:
-                os.link(entry, target)
-            except OSError:
-                shutil.copy2(entry, target)
+            copy_tree(entry, target)
+            continue
+        if target.exists() or target.is_symlink():
+            if target.exists() and os.path.samefile(entry, target):
+                continue
+            target.unlink()
+        try:
+            os.link(entry, target)
+        except OSError:
+            shutil.copy2(entry, target)
 
 
 def _stage_config(recipe: Recipe, stage: str) -> Any:
