@@ -156,6 +156,34 @@ def test_changed_config_redoes_stage_and_downstream(finished_run):
     assert rd.is_done("eval", h1["eval"]) and not rd.is_done("eval", h2["eval"])
 
 
+def test_a_new_training_variant_only_invalidates_what_reads_it(tmp_path):
+    """Adding SafetySFT to train_sft keeps the SRPO data and the SaRO model valid; naming it downstream does not."""
+    from saro.pipeline import upstream_hashes
+
+    def load(r: dict, name: str):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(r))
+        return load_recipe(path)
+
+    base = tiny_recipe(tmp_path / "model", tmp_path / "run")
+    plain = load(base, "plain")
+    more = json.loads(json.dumps(base))
+    more["train_sft"]["variants"] = {"safety_sft": {"data": "safety_sft"}}
+    more["eval"]["models"].append({"name": "safety-sft", "source": "@train_sft/safety_sft"})
+    withv = load(more, "withv")
+    h1, h2 = stage_hashes(plain), stage_hashes(withv)
+    assert h1["train_sft"] != h2["train_sft"]  # the stage has more to train
+    assert h1["synth_srpo"] == h2["synth_srpo"] and h1["train_dpo"] == h2["train_dpo"]  # main model only
+    assert h1["eval"] != h2["eval"]  # names the variant
+    dpo = plain.section("train_dpo")
+    assert upstream_hashes(plain, "train_dpo", dpo) == upstream_hashes(withv, "train_dpo", dpo)
+    from_variant = {**dpo, "model": "@train_sft/safety_sft"}
+    assert upstream_hashes(withv, "train_dpo", from_variant) != upstream_hashes(withv, "train_dpo", dpo)
+    more["train_sft"]["learning_rate"] = 3e-4  # the main model changes: everything downstream is redone
+    h3 = stage_hashes(load(more, "lr"))
+    assert h3["synth_srpo"] != h2["synth_srpo"] and h3["train_dpo"] != h2["train_dpo"]
+
+
 def test_stage_needs_upstream(tiny_model_dir, tmp_path):
     from saro.errors import SaroError
 

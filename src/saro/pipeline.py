@@ -9,6 +9,7 @@ already written); a stage whose config changed, or that is run with ``overwrite`
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import platform
@@ -217,11 +218,32 @@ def stage_deps(recipe: Recipe, stage: str) -> list[str]:
 
 
 def stage_hashes(recipe: Recipe) -> dict[str, str]:
-    """Config hash per enabled stage, chained through the stages it depends on."""
-    out: dict[str, str] = {}
+    """Config hash per enabled stage, chained through the stages it depends on (see ``upstream_hashes``)."""
+    return _chain_hashes(recipe)[0]
+
+
+def upstream_hashes(recipe: Recipe, stage: str, section: Any) -> list[str]:
+    """The hashes ``section`` of ``stage`` chains through, one per stage it reads.
+
+    A section that reads only the main model of a training stage chains through that model's hash (the stage
+    section without its ``variants``), so adding a variant (SafetySFT, an ablation) does not redo what the main
+    model feeds; a section that names a variant (``@train_sft/safety_sft``) chains through the whole stage."""
+    full, main = _chain_hashes(recipe)
+    return _deps(recipe, stage, section, full, main)
+
+
+def _deps(recipe: Recipe, stage: str, section: Any, full: dict[str, str], main: dict[str, str]) -> list[str]:
+    text = json.dumps(section, sort_keys=True, default=str)
+    return [full[d] if f'"@{d}/' in text else main[d] for d in stage_deps(recipe, stage)]
+
+
+def _chain_hashes(recipe: Recipe) -> tuple[dict[str, str], dict[str, str]]:
+    full: dict[str, str] = {}
+    main: dict[str, str] = {}
     policy_hash = None
     if recipe.policy:
         policy_hash = stable_id(Path(recipe.policy).read_text(encoding="utf-8"))
+    model = recipe.model.model_dump(mode="json", exclude_defaults=True)
     for stage in recipe.enabled():
         section = recipe.section(stage)
         # only values that differ from the defaults: adding a new config field does not invalidate old runs
@@ -230,11 +252,13 @@ def stage_hashes(recipe: Recipe) -> dict[str, str]:
             if hasattr(section, "model_dump")
             else section
         )
-        model = recipe.model.model_dump(mode="json", exclude_defaults=True)
-        parts = [stage, dumped, recipe.seed, model, policy_hash]
-        parts += [out[d] for d in stage_deps(recipe, stage)]
-        out[stage] = stable_id(*parts)
-    return out
+        deps = _deps(recipe, stage, dumped, full, main)
+        full[stage] = stable_id(stage, dumped, recipe.seed, model, policy_hash, *deps)
+        main[stage] = full[stage]
+        if isinstance(dumped, dict) and "variants" in dumped:
+            rest = {k: v for k, v in dumped.items() if k != "variants"}
+            main[stage] = stable_id(stage, rest, recipe.seed, model, policy_hash, *deps)
+    return full, main
 
 
 def resolved_config(recipe: Recipe) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from saro.errors import SaroError
-from saro.pipeline import RunDir, StageContext, copy_tree, stage_deps
+from saro.pipeline import RunDir, StageContext, copy_tree, upstream_hashes
 from saro.recipe import TRAIN_KEYS, iter_variants
 from saro.records import read_rows, stable_id, write_jsonl_atomic
 
@@ -39,7 +39,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 def variant_hash(ctx: StageContext, section: dict[str, Any]) -> str:
     """What one trained model depends on: its own settings, the base model, the seed and the upstream stages."""
-    deps = [ctx.hashes.get(d) for d in stage_deps(ctx.recipe, ctx.stage)]
+    deps = upstream_hashes(ctx.recipe, ctx.stage, section)
     model = ctx.recipe.model.model_dump(mode="json", exclude_defaults=True)
     return stable_id(ctx.stage, section, model, ctx.seed, deps)
 
