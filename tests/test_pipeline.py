@@ -18,6 +18,7 @@ import yaml
 from saro.pipeline import RunDir, mask_secrets, run_recipe, run_stage, stage_hashes
 from saro.recipe import load_recipe
 from saro.records import read_json, read_rows
+from saro.train.common import complete_checkpoints
 
 STAGES = ["prompts", "synth_rw", "train_sft", "synth_srpo", "train_dpo", "eval", "report"]
 
@@ -222,7 +223,7 @@ def test_killed_run_resumes_without_redoing_finished_stages(tiny_model_dir, tmp_
     deadline = time.time() + 240
     ckpt = run / "train_sft"
     while time.time() < deadline:
-        if any(ckpt.glob("checkpoint-*")) or proc.poll() is not None:
+        if complete_checkpoints(ckpt) or proc.poll() is not None:  # a whole one: the kill must leave one
             break
         time.sleep(0.5)
     assert proc.poll() is None, "run finished before it could be killed"
@@ -280,6 +281,38 @@ def test_reuse_from_copies_stages_models_and_generations(finished_run, tmp_path)
     assert os.path.samefile(weights, run / "train_dpo" / "final" / "model.safetensors")
     assert (run2 / "train_dpo" / "pp_only" / "final" / "config.json").exists()
     assert RunDir(run2).status("train_dpo")["status"] == "done"
+
+
+def test_adding_a_variant_in_place_trains_only_the_variant(finished_run, tmp_path):
+    """Same run folder, no reuse_from: adding SafetySFT keeps the RW model, the SRPO data and the SaRO model;
+    editing the variant retrains only the variant."""
+    recipe, run = finished_run
+    run3 = tmp_path / "run3"
+    shutil.copytree(run, run3)
+    r = tiny_recipe(Path(recipe.model.source), run3)
+    r["train_sft"]["variants"] = {"safety_sft": {"data": "safety_sft", "max_steps": 2}}
+    path = tmp_path / "r3.yaml"
+    path.write_text(yaml.safe_dump(r))
+    before = read_json(run3 / "manifest.json")["stages"]
+    rw_weights = run3 / "train_sft" / "final" / "model.safetensors"
+    ino = rw_weights.stat().st_ino
+    run_recipe(load_recipe(path), until="train_dpo")
+    after = read_json(run3 / "manifest.json")["stages"]
+    assert rw_weights.stat().st_ino == ino  # not trained again
+    assert after["train_sft"]["summary"]["main"] == before["train_sft"]["summary"]["main"]
+    assert (run3 / "train_sft" / "safety_sft" / "final" / "config.json").exists()
+    for s in ("synth_srpo", "train_dpo"):
+        assert after[s]["finished"] == before[s]["finished"], s  # skipped: it reads the main model only
+    r["train_sft"]["variants"]["safety_sft"]["learning_rate"] = 5e-4
+    path.write_text(yaml.safe_dump(r))
+    variant_weights = run3 / "train_sft" / "safety_sft" / "final" / "model.safetensors"
+    vino = variant_weights.stat().st_ino
+    run_stage(load_recipe(path), "train_sft")
+    assert rw_weights.stat().st_ino == ino and variant_weights.stat().st_ino != vino
+    r["train_sft"].pop("variants")  # back to the plain recipe: the variant's folder goes, the RW model stays
+    path.write_text(yaml.safe_dump(r))
+    run_stage(load_recipe(path), "train_sft")
+    assert rw_weights.stat().st_ino == ino and not (run3 / "train_sft" / "safety_sft").exists()
 
 
 def test_copy_tree_is_idempotent_and_replaces_stale_files(tmp_path):

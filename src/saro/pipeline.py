@@ -302,12 +302,18 @@ def run_stage(
     if run.is_done(stage, h) and not overwrite:
         log.info("stage %s: done (config unchanged), skipping", stage)
         return st.get("summary", {})
+    ctx = StageContext(recipe=recipe, run=run, stage=stage, overwrite=overwrite, hashes=hashes)
+    module = importlib.import_module(STAGE_MODULES[stage])
     if rank == 0:
         sdir = run.stage_dir(stage)
         if not overwrite and recipe.reuse_from and _reuse(recipe, stage, h, run):
             return run.status(stage).get("summary", {})
         if overwrite or (st and st.get("hash") != h):
-            if sdir.exists():
+            keep = getattr(module, "keep_unchanged", None)  # training stages: a model per variant
+            if sdir.exists() and keep is not None and not overwrite:
+                log.info("stage %s: config changed; models whose inputs did not change are kept", stage)
+                keep(ctx, st.get("summary") or {})
+            elif sdir.exists():
                 why = "--overwrite" if overwrite else "config changed"
                 log.info("stage %s: %s, starting from scratch", stage, why)
                 shutil.rmtree(sdir)
@@ -320,8 +326,6 @@ def run_stage(
         )
     else:
         _wait_for_rank0(run, stage, h)
-    ctx = StageContext(recipe=recipe, run=run, stage=stage, overwrite=overwrite, hashes=hashes)
-    module = importlib.import_module(STAGE_MODULES[stage])
     t0 = time.time()
     log.info("stage %s: running%s", stage, f" (rank {rank} of {size})" if size > 1 else "")
     summary = module.run(ctx) or {}

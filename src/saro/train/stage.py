@@ -9,6 +9,7 @@ or the SRPO ablation on a subset of pair types). The main model goes to ``<stage
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,48 @@ def run(ctx: StageContext) -> dict[str, Any]:
     out: dict[str, Any] = {}
     variants = iter_variants(ctx.stage, ctx.config)
     names = [v for v, _ in variants if v]
+    previous = ctx.run.status(ctx.stage).get("summary") or {}  # from the last finished run of this stage
     for variant, section in variants:
         name = variant or "main"
         vh = variant_hash(ctx, section)
+        if _finished(ctx, variant, vh, previous):
+            log.info(
+                "%s%s: trained before with the same inputs, kept", ctx.stage, f"/{variant}" if variant else ""
+            )
+            out[name] = previous[name]
+            continue
         reused = _reuse_variant(ctx, variant, vh, names)
         out[name] = reused if reused is not None else train_variant(ctx, variant, section)
         out[name]["variant_hash"] = vh
     return out
+
+
+def _finished(ctx: StageContext, variant: str | None, vh: str, previous: dict[str, Any]) -> bool:
+    old = previous.get(variant or "main") or {}
+    out_dir = ctx.dir / variant if variant else ctx.dir
+    return old.get("variant_hash") == vh and (out_dir / "final" / "config.json").exists()
+
+
+def keep_unchanged(ctx: StageContext, previous: dict[str, Any]) -> None:
+    """The stage's config changed (a variant added, removed or edited): delete the outputs of every model whose
+    inputs changed and keep the finished ones whose inputs did not, so that adding SafetySFT next to the RW model
+    does not train the RW model again. ``previous`` is the summary of the stage's last finished run."""
+    variants = iter_variants(ctx.stage, ctx.config)
+    folders = {v for v, _ in variants if v} | {k for k in previous if k != "main"}
+    kept = {
+        variant or "main"
+        for variant, sec in variants
+        if _finished(ctx, variant, variant_hash(ctx, sec), previous)
+    }
+    for entry in ctx.dir.iterdir():
+        # a variant's files are in its own folder, the main model's are the rest of the stage folder
+        owner = entry.name if entry.name in folders else "main"
+        if owner not in kept:
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    log.info("%s: kept %s", ctx.stage, ", ".join(sorted(kept)) or "nothing")
 
 
 def variant_hash(ctx: StageContext, section: dict[str, Any]) -> str:
