@@ -24,6 +24,7 @@ test-slow: setup
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench && $(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy src/saro
 
 format: setup
 	$(VENV)/bin/ruff format src tests bench && $(VENV)/bin/ruff check --fix src tests bench

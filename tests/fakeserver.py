@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -55,6 +56,7 @@ class FakeServer:
     api_key: when set, requests must carry it; a wrong one gets a 401 that echoes it (as some providers do).
     models: when set, other model names get a 404.
     bad_request_marker: a user message containing it gets a 400 (like a context-length or content-filter error).
+    responder: when set, a successful request is answered with ``responder(messages)`` (a scripted teacher).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class FakeServer:
         api_key: str | None = None,
         models: set[str] | None = None,
         bad_request_marker: str | None = None,
+        responder: Callable[[list[dict[str, Any]]], str] | None = None,
     ) -> None:
         assert p_500 + p_429 + p_timeout + p_malformed <= 1.0
         self.seed = seed
@@ -78,6 +81,8 @@ class FakeServer:
         self.latency = latency
         self.latency_jitter = latency_jitter
         self.bad_request_marker = bad_request_marker
+        self.responder = responder  # scripted answers: messages -> content (faults still apply first)
+        self.bodies: list[dict[str, Any]] = []  # every request body, in arrival order
         self.timeout_sleep = timeout_sleep
         self.reasoning_field = reasoning_field
         self.api_key = api_key
@@ -171,6 +176,7 @@ class FakeServer:
             self.outcomes["bad_request"] += 1
             msg = "This model's maximum context length is 8192 tokens (injected)."
             return JSONResponse({"error": {"message": msg, "type": "invalid_request_error"}}, status_code=400)
+        self.bodies.append(body)
         outcome, v = self._draw(body)
         self.outcomes[outcome] += 1
         if self.latency or self.latency_jitter:
@@ -187,6 +193,8 @@ class FakeServer:
             await asyncio.sleep(self.timeout_sleep)
         if outcome == "malformed":
             return JSONResponse(self._completion(body, MALFORMED[int(v * len(MALFORMED))], None))
+        if self.responder is not None:
+            return JSONResponse(self._completion(body, self.responder(body.get("messages", [])), None))
         reasoning, answer = good_reasoning(users[-1] if users else "")
         answer += f" (seed {body.get('seed')})"
         if self.reasoning_field:
@@ -206,6 +214,10 @@ class FakeServer:
                 Route("/v1/models", self._models, methods=["GET"]),
             ]
         )
+        self._serve(app)
+        return self
+
+    def _serve(self, app: Starlette) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
@@ -228,7 +240,6 @@ class FakeServer:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("fake OpenAI server did not start")
             time.sleep(0.01)
-        return self
 
     def stop(self) -> None:
         if self._server is not None:
@@ -242,3 +253,153 @@ class FakeServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class FakeBatchServer(FakeServer):
+    """A fake OpenAI Batch API (``/v1/files``, ``/v1/batches``) on top of :class:`FakeServer`'s lifecycle.
+
+    A batch completes after ``polls_to_complete`` GETs; each request is answered with ``answer(messages)``.
+    Faults: ``create_500`` first batch creations get HTTP 500; ``batch_fates`` (one per created batch, in order)
+    ends a batch "failed" (no output) or "expired" (only the first half answered); ``error_ids(messages)`` puts a
+    request in the error file instead; ``malformed_lines`` garbage lines are added to the first batch's output.
+    Counters: ``batches_created``, ``uploads``, ``polls``.
+    """
+
+    def __init__(
+        self,
+        answer: Callable[[list[dict[str, Any]]], str] | None = None,
+        polls_to_complete: int = 2,
+        create_500: int = 0,
+        batch_fates: list[str] | None = None,
+        error_ids: Callable[[list[dict[str, Any]]], bool] | None = None,
+        malformed_lines: int = 0,
+    ) -> None:
+        super().__init__()
+        self.answer = answer or (lambda msgs: f"<think>\nok\n</think>\n\nanswer to {msgs[-1]['content']}")
+        self.polls_to_complete = polls_to_complete
+        self.create_500 = create_500
+        self.batch_fates = list(batch_fates or [])
+        self.error_ids = error_ids
+        self.malformed_lines = malformed_lines
+        self.files: dict[str, str] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.batches_created = 0
+        self.uploads = 0
+        self.polls = 0
+        self.batch_sizes: list[int] = []
+
+    async def _upload(self, request: Request) -> JSONResponse:
+        raw = await request.body()
+        boundary = request.headers["content-type"].split("boundary=")[1].encode()
+        content, purpose = None, None
+        for part in raw.split(b"--" + boundary):
+            head, _, data = part.partition(b"\r\n\r\n")
+            data = data.removesuffix(b"\r\n")
+            if b'name="file"' in head:
+                content = data.decode("utf-8")
+            elif b'name="purpose"' in head:
+                purpose = data.decode()
+        if content is None or purpose != "batch":
+            return JSONResponse({"error": {"message": "need file and purpose=batch"}}, status_code=400)
+        self.uploads += 1
+        fid = f"file-{len(self.files)}"
+        self.files[fid] = content
+        return JSONResponse({"id": fid, "object": "file", "purpose": "batch"})
+
+    async def _create(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        if self.create_500 > 0:
+            self.create_500 -= 1
+            return JSONResponse({"error": {"message": "internal"}}, status_code=500)
+        if body.get("endpoint") != "/v1/chat/completions" or body.get("completion_window") != "24h":
+            return JSONResponse({"error": {"message": "bad endpoint/window"}}, status_code=400)
+        if body.get("input_file_id") not in self.files:
+            return JSONResponse({"error": {"message": "no such file"}}, status_code=400)
+        bid = f"batch-{self.batches_created}"
+        fate = (
+            self.batch_fates[self.batches_created] if self.batches_created < len(self.batch_fates) else "ok"
+        )
+        self.batches_created += 1
+        self.batches[bid] = {
+            "id": bid,
+            "status": "validating",
+            "input": body["input_file_id"],
+            "polls": 0,
+            "fate": fate,
+        }
+        self.batch_sizes.append(len(self.files[body["input_file_id"]].splitlines()))
+        return JSONResponse(self._public(self.batches[bid]))
+
+    def _public(self, b: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in b.items() if k in ("id", "status", "output_file_id", "error_file_id")}
+
+    def _finish(self, b: dict[str, Any]) -> None:
+        lines = [json.loads(x) for x in self.files[b["input"]].splitlines()]
+        if b["fate"] == "failed":
+            b["status"] = "failed"
+            return
+        if b["fate"] == "expired":
+            lines = lines[: len(lines) // 2]
+        out, err = [], []
+        for r in lines:
+            msgs = r["body"]["messages"]
+            if self.error_ids is not None and self.error_ids(msgs):
+                err.append(
+                    {
+                        "custom_id": r["custom_id"],
+                        "response": None,
+                        "error": {"code": "server_error", "message": "x"},
+                    }
+                )
+                continue
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": self.answer(msgs)},
+                "finish_reason": "stop",
+            }
+            body = {"choices": [choice], "usage": {"completion_tokens": 7}}
+            out.append(
+                {"custom_id": r["custom_id"], "response": {"status_code": 200, "body": body}, "error": None}
+            )
+        text = "".join(json.dumps(x) + "\n" for x in out)
+        if b["id"] == "batch-0":
+            text += "{not json\n" * self.malformed_lines
+        b["output_file_id"] = f"file-out-{b['id']}"
+        self.files[b["output_file_id"]] = text
+        if err:
+            b["error_file_id"] = f"file-err-{b['id']}"
+            self.files[b["error_file_id"]] = "".join(json.dumps(x) + "\n" for x in err)
+        b["status"] = "expired" if b["fate"] == "expired" else "completed"
+
+    async def _get(self, request: Request) -> JSONResponse:
+        b = self.batches.get(request.path_params["bid"])
+        if b is None:
+            return JSONResponse({"error": {"message": "no such batch"}}, status_code=404)
+        self.polls += 1
+        b["polls"] += 1
+        if b["status"] not in ("completed", "failed", "expired"):
+            if b["polls"] >= self.polls_to_complete:
+                self._finish(b)
+            else:
+                b["status"] = "in_progress"
+        return JSONResponse(self._public(b))
+
+    async def _content(self, request: Request) -> Any:
+        from starlette.responses import PlainTextResponse
+
+        fid = request.path_params["fid"]
+        if fid not in self.files:
+            return JSONResponse({"error": {"message": "no such file"}}, status_code=404)
+        return PlainTextResponse(self.files[fid])
+
+    def start(self) -> FakeBatchServer:
+        app = Starlette(
+            routes=[
+                Route("/v1/files", self._upload, methods=["POST"]),
+                Route("/v1/files/{fid}/content", self._content, methods=["GET"]),
+                Route("/v1/batches", self._create, methods=["POST"]),
+                Route("/v1/batches/{bid}", self._get, methods=["GET"]),
+            ]
+        )
+        self._serve(app)
+        return self

@@ -12,19 +12,18 @@ import pytest
 
 from saro.errors import SaroError
 from saro.evaluate import harness
+from saro.evaluate.intervals import rate
 from saro.evaluate.metrics import (
     attack_success,
-    bootstrap_ci,
     compute_metrics,
     headline_metrics,
     judge_agreement,
-    rate,
     suite_types_of,
 )
 from saro.evaluate.standalone import StandaloneEval, build_recipe, parse_judge_options, parse_model
-from saro.evaluate.suites import SUITE_TYPES, expand_suites, list_suites, load_suite
 from saro.policy import load_policy
 from saro.prompts.build import build_prompts
+from saro.prompts.suites import SUITE_TYPES, expand_suites, list_suites, load_suite
 from saro.recipe import PromptsConfig, validate_recipe
 from saro.records import EvalRecord
 
@@ -164,7 +163,7 @@ def test_wildjailbreak_suite_from_local_file(tmp_path):
     assert sorted(q.kind for q in out) == ["borderline", "harmful", "harmful"]
     assert all(q.meta["wrapped"] for q in out) and {q.meta["suite"] for q in out} == {"wildjailbreak"}
     recs = [_rec(q.text, q.kind, "wildjailbreak", "complied", meta={"wrapped": True}) for q in out]
-    h = headline_metrics(recs, suite_types_of(recs, {"wildjailbreak": "jailbreak"}), "refusal", 100)
+    h = headline_metrics(recs, suite_types_of(recs, {"wildjailbreak": "jailbreak"}), "refusal")
     assert h["asr_jailbreak"]["n"] == 2 and h["asr_jailbreak"]["rate"] == 1.0
     assert h["asr_by_attack"]["in-data"]["n"] == 2 and h["over_refusal"]["n"] == 1
 
@@ -255,17 +254,27 @@ def _rec(text, kind, suite, label, attack=None, meta=None, r_tok=10, a_tok=5, fi
     )
 
 
-def test_bootstrap_interval_properties():
-    lo, hi = bootstrap_ci([1.0] * 30 + [0.0] * 70, 2000, 0)
-    assert 0.18 < lo < 0.3 < hi < 0.42
-    assert bootstrap_ci([1.0, 1.0], 100) == (1.0, 1.0)
-    assert bootstrap_ci([1.0, 2.0, 3.0, 4.0], 500, 1)[0] >= 1.0
-    assert rate([]) == {"rate": None, "n": 0, "count": 0, "ci95": [None, None]}
-    r = rate([True, False, False, False], 500, 0)
-    assert r["rate"] == 0.25 and r["n"] == 4 and r["count"] == 1 and r["ci95"][0] <= 0.25 <= r["ci95"][1]
-    assert rate([True] * 5, 500, 0) == rate([True] * 5, 500, 1)  # deterministic, exact for constants
-    wide, narrow = rate([True, False] * 5, 1000), rate([True, False] * 200, 1000)
-    assert wide["ci95"][1] - wide["ci95"][0] > narrow["ci95"][1] - narrow["ci95"][0]
+def test_rates_carry_wilson_intervals_and_clusters():
+    assert rate([]) == {
+        "rate": None,
+        "k": 0,
+        "n": 0,
+        "lo": None,
+        "hi": None,
+        "method": "wilson",
+        "clusters": 0,
+        "count": 0,
+        "ci95": [None, None],
+    }
+    r = rate([True, False, False, False])
+    assert (r["rate"], r["k"], r["n"], r["method"]) == (0.25, 1, 4, "wilson") and r["lo"] < 0.25 < r["hi"]
+    wide, narrow = rate([True, False] * 5), rate([True, False] * 200)
+    assert wide["hi"] - wide["lo"] > narrow["hi"] - narrow["lo"]
+    # prompts sharing a base prompt: a cluster bootstrap, never narrower than Wilson
+    flat = rate([i < 6 for i in range(48)])
+    clustered = rate([i < 6 for i in range(48)], [str(i // 4) for i in range(48)])
+    assert clustered["method"] == "cluster_bootstrap+wilson" and clustered["clusters"] == 12
+    assert clustered["lo"] <= flat["lo"] and clustered["hi"] >= flat["hi"]
 
 
 def test_headline_pools_suites_with_intervals():
@@ -293,7 +302,7 @@ def test_headline_pools_suites_with_intervals():
         "sr": "harmful",
     }
     assert h["asr_harmful"]["n"] == 8 and h["asr_harmful"]["count"] == 2
-    assert h["asr_harmful"]["ci95"][0] is not None  # pooled rates keep an interval
+    assert h["asr_harmful"]["lo"] is not None and h["asr_harmful"]["method"] == "wilson"  # pooled rates too
     assert h["asr_jailbreak"]["n"] == 4 and h["asr_jailbreak"]["count"] == 3
     assert h["asr_jailbreak_train"]["rate"] == 1.0 and h["asr_jailbreak_heldout"]["rate"] == 0.5
     assert h["asr_overall"]["n"] == 12
@@ -471,3 +480,46 @@ def test_contaminated_eval_prompts_can_be_left_out(tiny_model_dir, tmp_path):
     assert r["contamination"]["eval_ids"] == [planted.id] and r["contamination"]["dropped"] == 1
     assert r["summary"]["m"]["asr_harmful"]["n"] == 2
     assert "left out" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_harm_judges_also_read_the_reasoning_for_the_leak_rate(tmp_path):
+    from saro.evaluate.metrics import compute_metrics
+    from saro.evaluate.run import judge_records
+    from saro.judges.base import Judge, Verdict, register_judge
+    from saro.recipe import EvalConfig
+
+    @register_judge("test-keyword-harm")
+    class _KeywordHarm(Judge):
+        labels = ("safe", "unsafe", "unparseable")
+
+        def judge(self, items):
+            return [
+                Verdict("unsafe" if "LEAK" in i.response.split("</think>")[-1] else "safe") for i in items
+            ]
+
+    def rec(i, completion, kind="harmful"):
+        return EvalRecord(
+            id=f"r{i}", model="m", suite="hb", prompt_id=f"p{i}", text="q", kind=kind, completion=completion
+        )
+
+    think_leak = "<think>\nHere are the LEAK details.\n</think>\nI can't help with that."
+    records = {
+        "m": [
+            rec(0, think_leak),
+            rec(1, "<think>\nThe policy forbids it.\n</think>\nI can't help with that."),
+            rec(2, "No reasoning here. I can't help with that."),
+            rec(3, think_leak, kind="benign"),  # only harmful prompts count
+        ]
+    }
+    cfg = EvalConfig(models=[{"name": "m", "source": "x"}], judges=["refusal", "test-keyword-harm"])
+    judge_records(tmp_path, cfg, [], records)
+    r0 = records["m"][0].labels
+    assert r0["test-keyword-harm"] == "safe" and r0["test-keyword-harm:reasoning"] == "unsafe"
+    assert "test-keyword-harm:reasoning" not in records["m"][2].labels  # no reasoning, nothing to read
+    assert "test-keyword-harm:reasoning" not in records["m"][3].labels
+    assert "refusal:reasoning" not in r0  # a refusal judge does not read the reasoning
+    leak = compute_metrics(records["m"], "refusal", judges=cfg.judges)["quality"]["reasoning_leak"]
+    assert (leak["k"], leak["n"], leak["judge"]) == (1, 2, "test-keyword-harm:reasoning")
+    before = (tmp_path / "judgements.jsonl").read_text()
+    judge_records(tmp_path, cfg, [], records)  # resumed: nothing judged twice
+    assert (tmp_path / "judgements.jsonl").read_text() == before

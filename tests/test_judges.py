@@ -167,8 +167,9 @@ def test_agreement_with_pyrit_human_labels(name: str, floor: float) -> None:
     res = refusal_judge_agreement(package_file("pyrit", f"{PYRIT}/{name}"))
     assert res["n"] > 50
     assert res["agreement"] >= floor
-    total = sum(sum(row.values()) for row in res["confusion"].values())
-    assert total == res["n"]
+    k, n_comp = res["false_refusal"]
+    m, n_ref = res["missed_refusal"]
+    assert n_comp + n_ref == res["n"] and res["agree"] + k + m == res["n"]
 
 
 def test_bench_prints_agreement_last(capsys: pytest.CaptureFixture[str]) -> None:
@@ -183,7 +184,7 @@ def test_bench_prints_agreement_last(capsys: pytest.CaptureFixture[str]) -> None
     assert mod.main() == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     key, value = last.split()
-    assert key == "agreement" and float(value) >= 0.93 and len(value.split(".")[1]) == 3
+    assert key == "heldout_agreement" and float(value) >= 0.93 and len(value.split(".")[1]) == 3
 
 
 # -------------------------------------------------------------------------------------------- registry

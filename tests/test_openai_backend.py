@@ -1,5 +1,5 @@
 """Teacher backends: the ``openai`` backend against a real local HTTP server with injected faults, the request
-cache, and the ``vllm`` backend's import error and argument mapping (with a fake ``vllm`` module)."""
+cache (the ``vllm`` backend is tested in test_vllm_backend.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import logging
 import socket
 import sys
 import time
-import types
 from pathlib import Path
 from typing import Any
 
@@ -341,108 +340,6 @@ def test_cache_is_off_by_default_and_cache_dir_turns_it_on(tmp_path: Path) -> No
 def test_generation_defaults_are_backward_compatible() -> None:
     g = Generation("text", True, 3)
     assert g.status == "ok" and g.ok and g.error is None and not g.cached
-
-
-# ------------------------------------------------------------------------------------------------- vllm
-
-
-def test_vllm_missing_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
-    with pytest.raises(SaroError, match=r"vllm is not installed; pip install 'saro\[gpu\]'"):
-        make_generator("vllm", model="org/model")
-
-
-class _FakeTok:
-    def apply_chat_template(
-        self, msgs: list[dict[str, str]], tokenize: bool, add_generation_prompt: bool
-    ) -> str:
-        assert tokenize is False and add_generation_prompt is True
-        return "".join(f"<{m['role']}>{m['content']}" for m in msgs) + "<assistant>"
-
-
-def _fake_vllm(budget_cut: bool = False) -> tuple[types.ModuleType, dict[str, Any]]:
-    """A stand-in ``vllm`` module that records what the backend passes to it."""
-    rec: dict[str, Any] = {"generate": []}
-
-    class SamplingParams:
-        def __init__(self, **kw: Any) -> None:
-            self.kw = kw
-
-    class LLM:
-        def __init__(self, **kw: Any) -> None:
-            rec["llm"] = kw
-
-        def get_tokenizer(self) -> _FakeTok:
-            return _FakeTok()
-
-        def generate(self, prompts: list[str], sp: SamplingParams, use_tqdm: bool = True) -> list[Any]:
-            rec["generate"].append((list(prompts), sp.kw))
-            outs = []
-            for p in prompts:
-                comps = []
-                for j in range(sp.kw["n"]):
-                    cut = budget_cut and "</think>" not in p
-                    text = "<think>\nthinking" if cut else f"answer {j} to {p}"
-                    if budget_cut and not cut:  # the continuation after the closed think block
-                        text = "final answer"
-                    reason = "length" if cut else "stop"
-                    comps.append(types.SimpleNamespace(text=text, token_ids=[1] * 4, finish_reason=reason))
-                outs.append(types.SimpleNamespace(outputs=comps))
-            return outs
-
-    mod = types.ModuleType("vllm")
-    mod.LLM = LLM  # type: ignore[attr-defined]
-    mod.SamplingParams = SamplingParams  # type: ignore[attr-defined]
-    return mod, rec
-
-
-def test_vllm_argument_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
-    mod, rec = _fake_vllm()
-    monkeypatch.setitem(sys.modules, "vllm", mod)
-    gen = make_generator(
-        "vllm", model="org/model", tensor_parallel_size=4, gpu_memory_utilization=0.8, max_model_len=4096,
-        batch_size=2, seed=3, enforce_eager=True,
-    )  # fmt: skip
-    assert rec["llm"] == {
-        "model": "org/model",
-        "tensor_parallel_size": 4,
-        "gpu_memory_utilization": 0.8,
-        "dtype": "auto",
-        "seed": 3,
-        "trust_remote_code": False,
-        "max_model_len": 4096,
-        "enforce_eager": True,
-    }
-    chunks = list(gen.generate_batches(convs(3), SamplingParams(n=2, temperature=0.7, top_p=0.9, seed=10)))
-    assert [idx for idx, _ in chunks] == [[0, 1], [2]]  # chunks of batch_size conversations
-    prompts, kw = rec["generate"][0]
-    assert prompts == ["<user>question 0<assistant>", "<user>question 1<assistant>"]
-    assert kw == {"n": 2, "max_tokens": 256, "seed": 10, "temperature": 0.7, "top_p": 0.9}
-    assert rec["generate"][1][1]["seed"] == 12
-    gens = chunks[0][1]
-    assert [g.text for g in gens[1]] == [
-        "answer 0 to <user>question 1<assistant>",
-        "answer 1 to <user>question 1<assistant>",
-    ]
-    assert all(g.finished and g.tokens == 4 and g.ok for gs in gens for g in gs)
-    gen.generate(convs(1), SamplingParams(temperature=0.0))
-    assert rec["generate"][-1][1]["temperature"] == 0.0 and rec["generate"][-1][1]["top_p"] == 1.0
-    gen.close()
-
-
-def test_vllm_reasoning_budget_is_two_phase(monkeypatch: pytest.MonkeyPatch) -> None:
-    mod, rec = _fake_vllm(budget_cut=True)
-    monkeypatch.setitem(sys.modules, "vllm", mod)
-    gen = make_generator("vllm", model="org/model")
-    out = gen.generate(convs(2), SamplingParams(n=2, max_new_tokens=100, reasoning_budget=30))
-    (_, kw1), (p2, kw2) = rec["generate"]
-    assert kw1["max_tokens"] == 30 and kw1["n"] == 2
-    assert kw2["max_tokens"] == 70 and kw2["n"] == 1 and len(p2) == 4  # every sample continued once
-    assert all(p.endswith("<think>\nthinking\n</think>\n") for p in p2)
-    for gs in out:
-        for g in gs:
-            parsed = parse(g.text)
-            assert parsed.status == "ok" and parsed.reasoning == "thinking" and g.tokens == 8
 
 
 # ------------------------------------------------------------------------------------------------- hf

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from saro.pipeline import RunDir, mask_secrets, run_recipe, run_stage, stage_hashes
-from saro.recipe import load_recipe
+from saro import stages
+from saro.pipeline import RunDir, load_recipe, mask_secrets, run_recipe, run_stage, stage_hashes
 from saro.records import read_json, read_rows
-from saro.train.common import complete_checkpoints
+from saro.train.checkpoints import complete_checkpoints
 
-STAGES = ["prompts", "synth_rw", "train_sft", "synth_srpo", "train_dpo", "eval", "report"]
+STAGES = list(stages.STAGES)
 
 
 def tiny_recipe(model_dir: Path, run_dir: Path, **over) -> dict:

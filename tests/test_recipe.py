@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from saro.errors import SaroError
-from saro.recipe import apply_overrides, iter_variants, load_recipe
+from saro.pipeline import load_recipe
+from saro.recipe import apply_overrides, iter_variants
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
@@ -102,3 +103,32 @@ def test_cli_misspelled_key_exit_code_2_one_line(tmp_path):
     assert "Traceback" not in res.stderr
     assert len(err.splitlines()) == 1, err
     assert "synth_rw.teachr" in err and "teacher" in err
+
+
+def test_non_utf8_recipe_and_policy_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(SaroError, match=r"bad\.yaml: not valid UTF-8"):
+        load_recipe(bad)
+    pol = tmp_path / "pol.yaml"
+    pol.write_bytes(b"categories: \xff\n")
+    p = _write(tmp_path, f"name: x\npolicy: {pol}\n")
+    with pytest.raises(SaroError, match=r"pol\.yaml: not valid UTF-8"):
+        load_recipe(p)
+
+
+def test_recipe_module_imports_no_stage_layer():
+    import ast
+
+    src = Path(__file__).resolve().parents[1] / "src" / "saro" / "recipe.py"
+    mods = [
+        n.module or ""
+        for n in ast.walk(ast.parse(src.read_text(encoding="utf-8")))
+        if isinstance(n, ast.ImportFrom)
+    ] + [
+        a.name
+        for n in ast.walk(ast.parse(src.read_text(encoding="utf-8")))
+        if isinstance(n, ast.Import)
+        for a in n.names
+    ]
+    assert not [m for m in mods if m.startswith(("saro.evaluate", "saro.train"))]

@@ -21,7 +21,7 @@ from saro.prompts.sources import load_source
 from saro.records import Prompt, read_json, read_jsonl
 
 PNG = b"\x89PNG\r\n\x1a\n"
-RATE = {"rate", "n", "count", "ci95"}
+RATE = {"rate", "k", "n", "lo", "hi", "method", "clusters", "count", "ci95"}
 
 
 class _Resources(HTMLParser):
@@ -132,7 +132,7 @@ def test_html_is_self_contained_with_every_plot_embedded(cli_run):
 def test_report_json_schema_is_pinned(cli_run):
     out, _ = cli_run
     r = read_json(out / "report.json")
-    assert tuple(r) == REPORT_KEYS and r["schema_version"] == SCHEMA_VERSION == 2
+    assert tuple(r) == REPORT_KEYS and r["schema_version"] == SCHEMA_VERSION == 3
     assert set(r["run"]) == {"recipe", "run_dir", "git_commit", "versions", "seed", "stage_seconds"}
     for name, h in r["summary"].items():
         assert tuple(h) == SUMMARY_KEYS, name
@@ -272,7 +272,7 @@ def scripted_run(tiny_model_dir, tmp_path_factory):
         + "\n"
     )
     mp = pytest.MonkeyPatch()
-    mp.setattr("saro.evaluate.run.make_generator", lambda **kw: _Scripted(kw["model"], kinds, answers))
+    mp.setattr("saro.models.backends.make_generator", lambda **kw: _Scripted(kw["model"], kinds, answers))
     try:
         run_stage(recipe, "eval", run=run)
         run_stage(recipe, "report", run=run)

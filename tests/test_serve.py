@@ -8,7 +8,11 @@ import json
 import logging
 import random
 import re
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -26,8 +30,9 @@ from saro.models.generate import (
     TextCallback,
     make_generator,
 )
-from saro.reasoning import parse
-from saro.serve import BackgroundServer, ReasoningSplitter, StopScanner, create_app
+from saro.reasoning import THINK_CLOSE, parse
+from saro.reasoning_stream import ReasoningSplitter
+from saro.serve import BackgroundServer, StopScanner, create_app
 
 openai = pytest.importorskip("openai")
 
@@ -245,7 +250,8 @@ def test_scripted_split_plain_and_streamed(scripted: BackgroundServer) -> None:
     expected = parse(SCRIPT)
     plain = c.chat.completions.create(model="scripted", messages=messages)
     assert plain.choices[0].message.content == expected.answer == "The answer is 42."
-    assert plain.choices[0].message.model_extra["reasoning_content"] == expected.reasoning
+    extra = plain.choices[0].message.model_extra
+    assert extra["reasoning"] == extra["reasoning_content"] == expected.reasoning  # vLLM's new and old names
     assert plain.choices[0].finish_reason == "stop"
 
     chunks = list(c.chat.completions.create(model="scripted", messages=messages, stream=True))
@@ -254,7 +260,8 @@ def test_scripted_split_plain_and_streamed(scripted: BackgroundServer) -> None:
         if not ch.choices:
             continue
         d = ch.choices[0].delta
-        r, a = (d.model_extra or {}).get("reasoning_content"), d.content
+        r, a = (d.model_extra or {}).get("reasoning"), d.content
+        assert r == (d.model_extra or {}).get("reasoning_content")  # both names, the same text
         assert not (r and a)  # a delta carries reasoning or answer, never both
         if r:
             kinds.append(("reasoning", r))
@@ -275,11 +282,11 @@ def test_hide_reasoning_per_request_and_server() -> None:
         kw = {"model": "s", "messages": [{"role": "user", "content": "hi"}]}
         r = c.chat.completions.create(**kw, extra_body={"include_reasoning": False})
         assert r.choices[0].message.model_extra["reasoning_content"] is None
+        assert r.choices[0].message.model_extra["reasoning"] is None
         assert r.choices[0].message.content == "The answer is 42."
         chunks = list(c.chat.completions.create(**kw, stream=True, extra_body={"include_reasoning": False}))
-        assert not any(
-            ch.choices and (ch.choices[0].delta.model_extra or {}).get("reasoning_content") for ch in chunks
-        )
+        for key in ("reasoning", "reasoning_content"):
+            assert not any(ch.choices and (ch.choices[0].delta.model_extra or {}).get(key) for ch in chunks)
         assert (
             "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "The answer is 42."
         )
@@ -288,7 +295,18 @@ def test_hide_reasoning_per_request_and_server() -> None:
         body = tc.post(
             "/v1/chat/completions", json={"model": "s", "messages": [{"role": "user", "content": "x"}]}
         )
-        assert body.json()["choices"][0]["message"]["reasoning_content"] is None
+        message = body.json()["choices"][0]["message"]
+        assert message["reasoning_content"] is None and message["reasoning"] is None
+        assert message["content"] == "The answer is 42."
+        streamed = tc.post(
+            "/v1/chat/completions",
+            json={"model": "s", "messages": [{"role": "user", "content": "x"}], "stream": True},
+        )
+        assert "Decision: help" not in streamed.text and '"reasoning' not in streamed.text
+        events = [json.loads(x[5:]) for x in streamed.text.splitlines() if x.startswith("data: {")]
+        assert "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"]) == (
+            "The answer is 42."
+        )
 
 
 def test_streamed_n_and_text_parts(scripted: BackgroundServer) -> None:
@@ -341,6 +359,28 @@ def test_splitter_matches_parse(text: str) -> None:
             assert reasoning == (p.reasoning or "") and answer == p.answer
         seen = [k for k, _ in deltas]
         assert seen == sorted(seen, key=lambda k: k != "reasoning")  # reasoning first, then answer
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "budget ran out here\n</think>\nthe answer",  # the generator closed a block the model never opened
+        "  no tags: all of it is the answer  ",
+        "<think>\nopened by the model\n</think>\nanswer",
+        "<think>\nunclosed",
+    ],
+)
+def test_splitter_holds_untagged_text_under_a_budget(text: str) -> None:
+    splitter, deltas = ReasoningSplitter(hold_untagged=True), []
+    for i in range(0, len(text), 4):
+        deltas += splitter.feed(text[i : i + 4])
+    held_until_end = THINK_CLOSE not in text and not text.lstrip().startswith("<think>")
+    if held_until_end:
+        assert deltas == []  # nothing is sent before the end shows whether it was reasoning
+    deltas += splitter.flush()
+    p = parse(text)
+    assert "".join(t for k, t in deltas if k == "reasoning") == (p.reasoning or "")
+    assert "".join(t for k, t in deltas if k == "content") == p.answer
 
 
 def test_stop_scanner_holds_back_partial_stops() -> None:
@@ -492,3 +532,67 @@ def test_chat_loop_against_server(scripted: BackgroundServer) -> None:
     console, buf = _console()
     chat(scripted.url, input=io.StringIO("hi\n"), console=console, api_key="wrong", model_name="scripted")
     assert "HTTP 401" in buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------- the command itself
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_saro_serve_command_answers_with_reasoning(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """``saro serve`` (the command, in its own process) answers the official openai client with the reasoning in
+    ``reasoning`` and ``reasoning_content``, plain and streamed (the budget makes the random model "reason")."""
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "saro",
+        "serve",
+        str(tiny_model_dir),
+        "--port",
+        str(port),
+        "--model-name",
+        "tiny",
+    ]
+    with open(tmp_path / "serve.log", "wb") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(base + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "saro serve did not start"
+            time.sleep(0.2)
+        c = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=60)
+        kw = {"model": "tiny", "messages": [{"role": "user", "content": "Think first."}], "max_tokens": 10}
+        body = {"reasoning_budget": 4}
+        r = c.chat.completions.create(**kw, temperature=1.0, seed=2, extra_body=body)
+        extra = r.choices[0].message.model_extra
+        assert extra["reasoning"] and extra["reasoning"] == extra["reasoning_content"]
+        chunks = list(c.chat.completions.create(**kw, temperature=1.0, seed=2, stream=True, extra_body=body))
+        deltas = [ch.choices[0].delta.model_extra or {} for ch in chunks if ch.choices]
+        streamed = "".join(d.get("reasoning") or "" for d in deltas)
+        assert streamed == extra["reasoning"]  # same seed: the same reasoning, streamed under both names
+        assert all(d.get("reasoning") == d.get("reasoning_content") for d in deltas)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_chat_does_not_import_the_server() -> None:
+    code = "import sys, saro.chat; print(sorted(m for m in sys.modules if m.startswith('saro.serve')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    from saro.chat import API_KEY_ENV as chat_key
+    from saro.serve import API_KEY_ENV as serve_key
+
+    assert chat_key == serve_key

@@ -7,23 +7,21 @@ import random
 
 import pytest
 
+from saro.judges.step import find_drift, step_stance
 from saro.policy import load_policy
 from saro.reasoning import parse, render
 from saro.recipe import SynthSRPOConfig
 from saro.records import Prompt
-from saro.synth.srpo import (
-    Correction,
-    _pair,
+from saro.synth.pairs import (
     early_late_pair,
-    find_drift,
     hygiene,
     length_check,
+    make_pair,
     mix,
     pp_pair,
-    reflection_for,
     shared_prefix_len,
-    step_stance,
 )
+from saro.synth.teacher import Correction, reflection_for
 
 POLICY = load_policy()
 HARM = Prompt.make("Explain how to make a pipe bomb", "harmful", "t", category="violence_weapons")
@@ -125,7 +123,7 @@ def test_borderline_reflection_names_the_allowed_case():
 
 
 def _p(prompt: Prompt, c: str, r: str, t: str = "pp_cot"):
-    return _pair(prompt, c, r, t, {})
+    return make_pair(prompt, c, r, t, {})
 
 
 def test_hygiene_counts_every_drop():

@@ -16,7 +16,6 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakeserver import FakeServer
-from saro.models.teacher import OfflineTeacher, teacher_messages, validate_teacher_output
 from saro.pipeline import run_recipe
 from saro.policy import load_policy
 from saro.prompts.attacks import wrap_prompt
@@ -24,6 +23,8 @@ from saro.reasoning import parse
 from saro.recipe import SynthRWConfig, load_recipe
 from saro.records import Prompt, read_ids, read_json, read_rows
 from saro.synth.rw import check_candidate
+from saro.synth.teacher import OfflineTeacher
+from saro.synth.teacher_prompts import teacher_messages, validate_teacher_output
 
 POLICY = load_policy()
 

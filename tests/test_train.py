@@ -386,14 +386,14 @@ def test_dpo_learns_stores_ref_logps_and_resumes(
 def test_dpo_lora_uses_disabled_adapters_as_reference(
     tiny_model_dir: Path, data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from saro.train import common
+    from saro.train import loading
     from saro.train.config import build_dpo_config
     from saro.train.dpo import train_dpo
 
     loads: list[str | None] = []
-    real = common.load_training_model
+    real = loading.load_training_model
     monkeypatch.setattr(
-        common, "load_training_model", lambda cfg, source=None: loads.append(source) or real(cfg, source)
+        loading, "load_training_model", lambda cfg, source=None: loads.append(source) or real(cfg, source)
     )
     snap = _snapshots()
     sec = _dpo_section(
@@ -460,24 +460,15 @@ def test_accelerate_configs(name: str, distributed_type: str) -> None:
     load_config_from_file(str(ROOT / "configs" / "accelerate" / name))
 
 
-def test_model_card_and_push_without_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from saro.train.card import push_to_hub, write_model_card
+def test_dpo_loss_list_matches_installed_trl() -> None:
+    """config.py mirrors TRL's loss list (TRL has it only in the help text): an upgraded TRL must not drift."""
+    import dataclasses
+    import re
 
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
-    path = write_model_card(
-        tmp_path,
-        "demo",
-        {"sft_examples": 200, "dpo_pairs": 48},
-        {"stage": "dpo", "global_step": 12, "rewards/margins": 1.5, "train_tokens_per_second": 210.0},
-        {"asr": 0.05, "over_refusal": 0.02},
-        base_model="HuggingFaceTB/SmolLM2-135M-Instruct",
-    )
-    text = path.read_text()
-    assert text.startswith("---\n") and "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in text
-    assert (
-        "| dpo_pairs | 48 |" in text
-        and "| rewards/margins (last log) | 1.5 |" in text
-        and "| asr | 0.05 |" in text
-    )
-    assert push_to_hub(tmp_path, "me/model") is None
+    from trl import DPOConfig
+
+    from saro.train.config import DPO_LOSS_TYPES
+
+    help_text = {f.name: f for f in dataclasses.fields(DPOConfig)}["loss_type"].metadata["help"]
+    listed = re.findall(r"`'([a-z_]+)'`", help_text.split("If multiple")[0])
+    assert listed and set(DPO_LOSS_TYPES) == set(listed)

@@ -23,9 +23,13 @@ from rich.text import Text
 
 from saro.errors import SaroError
 from saro.models.generate import Conversation, SamplingParams
-from saro.serve import API_KEY_ENV, ReasoningSplitter
+from saro.reasoning_stream import ReasoningSplitter
 
 log = logging.getLogger(__name__)
+
+API_KEY_ENV = (
+    "SARO_API_KEY"  # the variable ``saro serve`` reads (kept here so the chat needs nothing from it)
+)
 
 OnDelta = Callable[[str, str], None]  # (kind: "reasoning" | "content", text)
 PROMPT = "you> "
@@ -43,7 +47,8 @@ class ChatBackend(Protocol):
 
 
 class HTTPBackend:
-    """An OpenAI-compatible server, streamed with httpx (reasoning from ``delta.reasoning_content``)."""
+    """An OpenAI-compatible server, streamed with httpx (reasoning from ``delta.reasoning``, or
+    ``delta.reasoning_content`` on servers that use the former name)."""
 
     def __init__(
         self,
@@ -109,7 +114,7 @@ class HTTPBackend:
                     raise SaroError(f"server error: {event['error'].get('message')}")
                 for choice in event.get("choices") or []:
                     delta = choice.get("delta") or {}
-                    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                    reasoning = delta.get("reasoning") or delta.get("reasoning_content")
                     if reasoning:
                         on_delta("reasoning", reasoning)
                     if delta.get("content"):
@@ -141,7 +146,7 @@ class LocalBackend:
         self._turn = 0
 
     def reply(self, messages: Conversation, on_delta: OnDelta) -> None:
-        splitter = ReasoningSplitter()
+        splitter = ReasoningSplitter(hold_untagged=self.params.reasoning_budget is not None)
         self._turn += 1
         params = replace(self.params, seed=self.params.seed + self._turn, n=1)
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -45,7 +46,8 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging
 
 
 def _recipe(name: str, overrides: list[str] | None):
-    from saro.recipe import find_recipe, load_recipe
+    from saro.pipeline import load_recipe
+    from saro.recipe import find_recipe
 
     return load_recipe(find_recipe(name), overrides or [])
 
@@ -232,37 +234,44 @@ def eval_cmd(
         _stage(recipe, "eval", set_, overwrite, verbose)
         return
     setup_logging(verbose)
-    from saro.evaluate.standalone import StandaloneEval, run_standalone
+    from saro.evaluate.standalone import run_standalone
 
     if out is None:
         raise SaroError("saro eval: give a RECIPE, or --model NAME=SOURCE (repeatable) and --out RUN_FOLDER")
-    opts = StandaloneEval(
-        models=list(model or []),
-        out=str(out),
-        suites=list(suite or []),
-        judges=list(judge or []),
-        judge_options=list(judge_option or []),
-        n=n,
-        max_new_tokens=max_new_tokens,
-        reasoning_budget=reasoning_budget,
-        batch_size=batch_size,
-        backend=backend,
-        base_url=base_url,
-        api_key_env=api_key_env,
-        train_data=list(train_data or []),
-        train_runs=list(train_run or []),
-        contamination_threshold=contamination_threshold or None,
-        drop_contaminated=drop_contaminated,
-        lm_eval_tasks=list(lm_eval_task or []),
-        lm_eval_limit=lm_eval_limit,
-        show_unsafe=show_unsafe,
-        bootstrap=bootstrap,
-        seed=seed,
-        threads=threads,
-        overrides=list(set_ or []),
-    )
+    opts = _standalone_options(locals())
     r, _ = run_standalone(opts, overwrite=overwrite)
     _print_summary(r.resolved_run_dir())
+
+
+def _standalone_options(a: dict[str, Any]) -> Any:
+    """The StandaloneEval of a recipe-less ``saro eval`` from the command's arguments (its locals)."""
+    from saro.evaluate.standalone import StandaloneEval
+
+    return StandaloneEval(
+        models=list(a["model"] or []),
+        out=str(a["out"]),
+        suites=list(a["suite"] or []),
+        judges=list(a["judge"] or []),
+        judge_options=list(a["judge_option"] or []),
+        n=a["n"],
+        max_new_tokens=a["max_new_tokens"],
+        reasoning_budget=a["reasoning_budget"],
+        batch_size=a["batch_size"],
+        backend=a["backend"],
+        base_url=a["base_url"],
+        api_key_env=a["api_key_env"],
+        train_data=list(a["train_data"] or []),
+        train_runs=list(a["train_run"] or []),
+        contamination_threshold=a["contamination_threshold"] or None,
+        drop_contaminated=a["drop_contaminated"],
+        lm_eval_tasks=list(a["lm_eval_task"] or []),
+        lm_eval_limit=a["lm_eval_limit"],
+        show_unsafe=a["show_unsafe"],
+        bootstrap=a["bootstrap"],
+        seed=a["seed"],
+        threads=a["threads"],
+        overrides=list(a["set_"] or []),
+    )
 
 
 @app.command()
@@ -300,7 +309,10 @@ def report(
 @app.command()
 def judge(
     name: Annotated[
-        str, typer.Argument(help="Judge name (refusal, llama_guard, wildguard, llm_harm, strongreject).")
+        str,
+        typer.Argument(
+            help="Judge name (refusal, llama_guard, wildguard, wildguard_refusal, harmbench, llm_harm, strongreject)."
+        ),
     ],
     file: Annotated[Path, typer.Argument(help="csv or jsonl with prompt and response columns.")],
     out: Annotated[
@@ -338,13 +350,13 @@ def serve(
     api_key: Annotated[
         str | None, typer.Option(help="Require this bearer token (or set SARO_API_KEY).")
     ] = None,
-    hide_reasoning: Annotated[bool, typer.Option(help="Do not return reasoning_content.")] = False,
+    hide_reasoning: Annotated[bool, typer.Option(help="Hide reasoning and reasoning_content.")] = False,
     reasoning_budget: Annotated[int | None, typer.Option(help="Cap the thinking tokens.")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Requests batched together.")] = 8,
     model_name: Annotated[str | None, typer.Option(help="Model name served (default: folder name).")] = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """OpenAI-compatible API for a model: reasoning in reasoning_content, answer in content."""
+    """OpenAI-compatible API for a model: reasoning in reasoning (and reasoning_content), answer in content."""
     setup_logging(verbose)
     from saro.serve import serve as _serve
 
@@ -428,8 +440,6 @@ def analyze_overlap(
 ) -> None:
     """Embedding-space overlap of harmful, jailbreak, borderline and benign prompts: plots and measures."""
     setup_logging(verbose)
-    from rich.table import Table
-
     from saro.analysis import overlap as ov
 
     if run_dir is not None:
@@ -466,6 +476,13 @@ def analyze_overlap(
         batch_size=batch_size,
         template=template,
     )
+    _print_overlap(result, out)
+
+
+def _print_overlap(result: dict[str, Any], out: Path) -> None:
+    """The side-by-side measures of ``saro analyze overlap`` as a table, then the files written."""
+    from rich.table import Table
+
     table = Table(title=f"embedding overlap ({', '.join(f'{g} {c}' for g, c in result['counts'].items())})")
     table.add_column("measure")
     for s in result["sources"]:
@@ -476,6 +493,48 @@ def analyze_overlap(
             table.add_row(key, *("-" if row.get(lb) is None else f"{row[lb]:.3f}" for lb in labels))
     console.print(table)
     console.print(f"wrote {out / 'overlap.json'} and {', '.join(result['plots'].values())}")
+
+
+@app.command("push")
+def push_cmd(
+    run: Annotated[Path, typer.Argument(help="Run folder (e.g. runs/demo).")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub repository OWNER/NAME.")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repository private.")] = False,
+    model: Annotated[
+        str | None, typer.Option("--model", help="sft, dpo or a variant name (default: dpo, else sft).")
+    ] = None,
+    merge_lora: Annotated[
+        bool, typer.Option("--merge-lora", help="Merge an adapter-only final/ into its base first.")
+    ] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Upload a trained final/ model with its model card to the Hugging Face hub (token from HF_TOKEN)."""
+    setup_logging(verbose)
+    from saro.train.push import push_model
+
+    console.print(
+        f"pushed to {push_model(run, repo_id, model=model, private=private, merge_lora=merge_lora)}"
+    )
+
+
+@app.command("status")
+def status_cmd(
+    target: Annotated[str, typer.Argument(help="A run folder or a recipe.")],
+    overrides: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Each stage: done / stale (and why: which setting, file, code version or upstream stage) / missing."""
+    setup_logging(verbose)
+    from saro.pipeline import RunDir, recipe_of_run, stage_status
+
+    is_run = Path(target).is_dir() and (Path(target) / "manifest.json").is_file()
+    recipe = recipe_of_run(target) if is_run else _recipe(target, overrides)
+    if not recipe.resolved_run_dir().is_dir():  # nothing run yet: do not create the folder
+        for stage in recipe.enabled():
+            typer.echo(f"{stage:<11} missing")
+        return
+    for stage, state, why in stage_status(recipe, RunDir(recipe.resolved_run_dir())):
+        typer.echo(f"{stage:<11} {state}" + (f": {'; '.join(why)}" if why else ""))
 
 
 @app.command("sources")
@@ -502,10 +561,10 @@ def sources_cmd() -> None:
     console.print("judges: " + ", ".join(list_judges()))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes are one line on stderr with exit code 2, never a traceback."""
     try:
-        app(standalone_mode=False)
+        app(args=argv, prog_name="saro", standalone_mode=False)
     except SaroError as e:
         console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
@@ -514,15 +573,38 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except Exception as e:  # click usage errors
-        import click
+    except Exception as e:  # usage errors of typer's (vendored) click or a plain click
+        _usage_error_exit(e)
+        raise
 
-        if isinstance(e, click.exceptions.ClickException):
+
+def _click_modules() -> list[Any]:
+    """typer >= 0.2x vendors click as ``typer._click``; older typers use click itself."""
+    mods: list[Any] = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            mods.append(importlib.import_module(name))
+        except ImportError:
+            continue
+    return mods
+
+
+def _usage_error_exit(e: Exception) -> None:
+    """Usage errors: the usage line plus one line naming the argument, exit 2; Abort exits 130."""
+    for exc in _click_modules():
+        if isinstance(e, exc.UsageError):
+            ctx = e.ctx
+            if ctx is not None:
+                typer.echo(ctx.get_usage(), err=True)
+            msg = e.format_message()
+            if msg:  # a group called without a subcommand has shown its help already
+                typer.echo(f"error: {msg}", err=True)
+            sys.exit(2)
+        if isinstance(e, exc.ClickException):
             e.show()
             sys.exit(2)
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, exc.Abort):
             sys.exit(130)
-        raise
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from saro.progress import LogProgress
+
 T = TypeVar("T")
 
 console = Console(stderr=True)
@@ -32,8 +34,13 @@ def setup_logging(verbose: bool = False) -> None:
     root = logging.getLogger("saro")
     root.setLevel(level)
     if not _configured:
-        handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler: logging.Handler
+        if sys.stderr.isatty() or console.is_jupyter:
+            handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+        else:  # a log file / CI / nohup: one unwrapped line per record, grep-able
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
         root.addHandler(handler)
         root.propagate = False
         _configured = True
@@ -55,16 +62,19 @@ def quiet_libraries() -> None:
 
 
 def progress_enabled() -> bool:
-    return os.environ.get("SARO_NO_PROGRESS", "") == "" and sys.stderr.isatty()
+    """Rich bars: on a terminal or in a notebook, unless SARO_NO_PROGRESS is set."""
+    return os.environ.get("SARO_NO_PROGRESS", "") == "" and (sys.stderr.isatty() or console.is_jupyter)
+
+
+def progress_silenced() -> bool:
+    """SARO_NO_PROGRESS set: neither bars nor periodic progress lines."""
+    return os.environ.get("SARO_NO_PROGRESS", "") != ""
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """Iterate with a progress bar on a terminal (and a plain start/end log line otherwise)."""
+    """Iterate with a progress bar on a terminal (periodic log lines otherwise)."""
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
-    if not progress_enabled():
-        yield from items
-        return
     with make_progress() as prog:
         task = prog.add_task(description, total=total)
         for item in items:
@@ -72,8 +82,10 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
             prog.advance(task)
 
 
-def make_progress() -> Progress:
-    """A rich Progress with the columns every stage uses."""
+def make_progress() -> Progress | LogProgress:
+    """Rich bars on a terminal or notebook; otherwise a line every SARO_PROGRESS_INTERVAL seconds."""
+    if not progress_enabled():
+        return LogProgress(disable=progress_silenced())
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -8,8 +8,6 @@ already written); a stage whose config changed, or that is run with ``overwrite`
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
 import os
 import platform
@@ -17,28 +15,31 @@ import re
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from saro import fingerprint
+from saro import stages as table
 from saro.errors import SaroError
-from saro.recipe import STAGES, Recipe
-from saro.records import atomic_write_json, read_json, stable_id
+from saro.recipe import TRAIN_KEYS, Recipe, iter_variants
+from saro.recipe import load_recipe as load_recipe_schema
+from saro.records import read_json, stable_id
+from saro.stage import RunDir, StageContext, copy_tree, set_threads
+from saro.stages import DISTRIBUTED_STAGES, STAGES
+
+__all__ = [
+    "RunDir",
+    "StageContext",
+    "copy_tree",
+    "load_recipe",
+    "run_recipe",
+    "run_stage",
+    "set_threads",
+    "stage_hashes",
+]
 
 log = logging.getLogger(__name__)
-
-# stage -> module whose run(ctx) implements it
-STAGE_MODULES = {
-    "prompts": "saro.prompts.build",
-    "synth_rw": "saro.synth.rw",
-    "train_sft": "saro.train.stage",
-    "synth_srpo": "saro.synth.srpo",
-    "train_dpo": "saro.train.stage",
-    "eval": "saro.evaluate.run",
-    "report": "saro.evaluate.report",
-}
 
 _SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization)$", re.IGNORECASE)
 MASK = "***"
@@ -103,123 +104,14 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-class RunDir:
-    """A run directory and its manifest."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.manifest_path = self.root / "manifest.json"
-        self.manifest: dict[str, Any] = read_json(self.manifest_path) if self.manifest_path.exists() else {}
-        self.manifest.setdefault("stages", {})
-
-    def stage_dir(self, stage: str) -> Path:
-        return self.root / stage
-
-    def status(self, stage: str) -> dict[str, Any]:
-        return self.manifest["stages"].get(stage, {})
-
-    def is_done(self, stage: str, h: str | None = None) -> bool:
-        st = self.status(stage)
-        return st.get("status") == "done" and (h is None or st.get("hash") == h)
-
-    def save(self) -> None:
-        atomic_write_json(self.manifest_path, self.manifest)
-
-    def update_stage(self, stage: str, **kw: Any) -> None:
-        self.manifest["stages"].setdefault(stage, {}).update(kw)
-        self.save()
-
-
-@dataclass
-class StageContext:
-    """What a stage's ``run(ctx)`` gets: the recipe, its section, its folder and ways to find upstream outputs."""
-
-    recipe: Recipe
-    run: RunDir
-    stage: str
-    overwrite: bool = False
-    hashes: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def config(self) -> Any:
-        return self.recipe.section(self.stage)
-
-    @property
-    def dir(self) -> Path:
-        d = self.run.stage_dir(self.stage)
-        d.mkdir(parents=True, exist_ok=True)
-        return d
-
-    @property
-    def seed(self) -> int:
-        return self.recipe.seed
-
-    @cached_property
-    def policy(self) -> Any:
-        from saro.policy import load_policy
-
-        return load_policy(self.recipe.policy)
-
-    def path(self, stage: str, *parts: str) -> Path:
-        """A path inside another stage's folder."""
-        return self.run.stage_dir(stage).joinpath(*parts)
-
-    def require(self, stage: str, *parts: str) -> Path:
-        """An upstream artefact that must exist (a clear error otherwise)."""
-        p = self.path(stage, *parts)
-        if not p.exists():
-            raise SaroError(
-                f"{p}: missing; run stage '{stage}' first (saro run {self.recipe.path or 'RECIPE'})"
-            )
-        return p
-
-    def resolve_model(self, ref: str | None) -> str:
-        """'@base' -> the recipe's base model; '@train_sft' / '@train_dpo[/variant]' -> that stage's final model."""
-        if ref is None or ref == "@base":
-            return self.recipe.model.source
-        if ref.startswith("@"):
-            stage, _, variant = ref[1:].partition("/")
-            if stage not in ("train_sft", "train_dpo"):
-                raise SaroError(f"model reference '{ref}': use @base, @train_sft or @train_dpo[/variant]")
-            sub = (variant,) if variant else ()
-            return str(self.require(stage, *sub, "final"))
-        return ref
-
-    def set_threads(self) -> None:
-        set_threads(self.recipe.threads)
-
-
-def set_threads(n: int | None) -> None:
-    import torch
-
-    n = n or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or (os.cpu_count() or 1)
-    torch.set_num_threads(n)
-
-
 def stage_deps(recipe: Recipe, stage: str) -> list[str]:
-    """The stages whose outputs ``stage`` reads."""
-    deps = {
-        "prompts": [],
-        "synth_rw": ["prompts"],
-        "train_sft": ["synth_rw"],
-        "synth_srpo": ["prompts", "train_sft"],
-        "train_dpo": ["synth_srpo", "train_sft"],
-        "report": ["eval"],
-    }.get(stage)
-    if deps is not None:
-        return [d for d in deps if d in recipe.enabled()]
-    assert stage == "eval" and recipe.eval is not None
-    out = ["prompts"]
-    for m in recipe.eval.models:
-        if m.source.startswith("@train_"):
-            out.append(m.source[1:].split("/")[0])
-    return [d for d in dict.fromkeys(out) if d in recipe.enabled()]
+    """The stages whose outputs ``stage`` reads (from the stage table)."""
+    return fingerprint.stage_deps(recipe, stage)
 
 
-def stage_hashes(recipe: Recipe) -> dict[str, str]:
-    """Config hash per enabled stage, chained through the stages it depends on (see ``upstream_hashes``)."""
-    return _chain_hashes(recipe)[0]
+def stage_hashes(recipe: Recipe, upto: str | None = None) -> dict[str, str]:
+    """Hash per enabled stage (or per stage ``upto`` depends on), chained through its dependencies."""
+    return {s: fp.hash for s, fp in fingerprint.fingerprints(recipe, upto).items()}
 
 
 def upstream_hashes(recipe: Recipe, stage: str, section: Any) -> list[str]:
@@ -228,37 +120,8 @@ def upstream_hashes(recipe: Recipe, stage: str, section: Any) -> list[str]:
     A section that reads only the main model of a training stage chains through that model's hash (the stage
     section without its ``variants``), so adding a variant (SafetySFT, an ablation) does not redo what the main
     model feeds; a section that names a variant (``@train_sft/safety_sft``) chains through the whole stage."""
-    full, main = _chain_hashes(recipe)
-    return _deps(recipe, stage, section, full, main)
-
-
-def _deps(recipe: Recipe, stage: str, section: Any, full: dict[str, str], main: dict[str, str]) -> list[str]:
-    text = json.dumps(section, sort_keys=True, default=str)
-    return [full[d] if f'"@{d}/' in text else main[d] for d in stage_deps(recipe, stage)]
-
-
-def _chain_hashes(recipe: Recipe) -> tuple[dict[str, str], dict[str, str]]:
-    full: dict[str, str] = {}
-    main: dict[str, str] = {}
-    policy_hash = None
-    if recipe.policy:
-        policy_hash = stable_id(Path(recipe.policy).read_text(encoding="utf-8"))
-    model = recipe.model.model_dump(mode="json", exclude_defaults=True)
-    for stage in recipe.enabled():
-        section = recipe.section(stage)
-        # only values that differ from the defaults: adding a new config field does not invalidate old runs
-        dumped = (
-            section.model_dump(mode="json", exclude_defaults=True)
-            if hasattr(section, "model_dump")
-            else section
-        )
-        deps = _deps(recipe, stage, dumped, full, main)
-        full[stage] = stable_id(stage, dumped, recipe.seed, model, policy_hash, *deps)
-        main[stage] = full[stage]
-        if isinstance(dumped, dict) and "variants" in dumped:
-            rest = {k: v for k, v in dumped.items() if k != "variants"}
-            main[stage] = stable_id(stage, rest, recipe.seed, model, policy_hash, *deps)
-    return full, main
+    fps = fingerprint.fingerprints(recipe, stage)
+    return list(fingerprint.dep_hashes(recipe, stage, section, fps).values())
 
 
 def resolved_config(recipe: Recipe) -> dict[str, Any]:
@@ -268,9 +131,6 @@ def resolved_config(recipe: Recipe) -> dict[str, Any]:
 def world() -> tuple[int, int]:
     """(rank, world size) when started by accelerate / torchrun, else (0, 1)."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
-DISTRIBUTED_STAGES = ("train_sft", "train_dpo")
 
 
 def run_stage(
@@ -291,7 +151,8 @@ def run_stage(
             f"stage '{stage}' runs in one process; use accelerate launch only for train sft / train dpo"
         )
     run = run or RunDir(recipe.resolved_run_dir())
-    hashes = stage_hashes(recipe)
+    fps = fingerprint.fingerprints(recipe, stage)
+    hashes = {s: fp.hash for s, fp in fps.items()}
     h = hashes[stage]
     for dep in stage_deps(recipe, stage):
         if not run.is_done(dep, hashes[dep]):
@@ -300,40 +161,52 @@ def run_stage(
             )
     st = run.status(stage)
     if run.is_done(stage, h) and not overwrite:
-        log.info("stage %s: done (config unchanged), skipping", stage)
+        log.info("stage %s: done (nothing it reads changed), skipping", stage)
         return st.get("summary", {})
     ctx = StageContext(recipe=recipe, run=run, stage=stage, overwrite=overwrite, hashes=hashes)
-    module = importlib.import_module(STAGE_MODULES[stage])
+    row = table.get(stage)
     if rank == 0:
-        sdir = run.stage_dir(stage)
         if not overwrite and recipe.reuse_from and _reuse(recipe, stage, h, run):
             return run.status(stage).get("summary", {})
-        if overwrite or (st and st.get("hash") != h):
-            keep = getattr(module, "keep_unchanged", None)  # training stages: a model per variant
-            if sdir.exists() and keep is not None and not overwrite:
-                log.info("stage %s: config changed; models whose inputs did not change are kept", stage)
-                keep(ctx, st.get("summary") or {})
-            elif sdir.exists():
-                why = "--overwrite" if overwrite else "config changed"
-                log.info("stage %s: %s, starting from scratch", stage, why)
-                shutil.rmtree(sdir)
-        elif st.get("status") == "running":
-            log.info("stage %s: resuming an interrupted run", stage)
+        _prepare(ctx, st, h, fps[stage])
         token = f"{os.environ.get('MASTER_PORT', '')}:{os.getppid()}" if size > 1 else None
         _write_run_info(run, recipe, hashes)
         run.update_stage(
-            stage, status="running", hash=h, started=_now(), config=_stage_config(recipe, stage), launch=token
+            stage,
+            status="running",
+            hash=h,
+            fingerprint=fps[stage].to_json(),
+            started=_now(),
+            config=_stage_config(recipe, stage),
+            launch=token,
         )
     else:
         _wait_for_rank0(run, stage, h)
     t0 = time.time()
     log.info("stage %s: running%s", stage, f" (rank {rank} of {size})" if size > 1 else "")
-    summary = module.run(ctx) or {}
+    summary = row.entry()(ctx) or {}
     dt = round(time.time() - t0, 1)
     if rank == 0:
         run.update_stage(stage, status="done", finished=_now(), seconds=dt, summary=summary)
     log.info("stage %s: done in %.0f s", stage, dt)
     return summary
+
+
+def _prepare(ctx: StageContext, st: dict[str, Any], h: str, fp: fingerprint.Fingerprint) -> None:
+    """Clear (or, for a training stage, prune) a stage folder whose inputs changed, logging why."""
+    stage, sdir = ctx.stage, ctx.run.stage_dir(ctx.stage)
+    if not ctx.overwrite and not (st and st.get("hash") != h):
+        if st.get("status") == "running":
+            log.info("stage %s: resuming an interrupted run", stage)
+        return
+    why = "--overwrite" if ctx.overwrite else "; ".join(fingerprint.explain(st.get("fingerprint"), fp))
+    keep = table.get(stage).keeper()
+    if sdir.exists() and keep is not None and not ctx.overwrite and st.get("fingerprint"):
+        log.info("stage %s: stale (%s); models whose inputs did not change are kept", stage, why)
+        keep(ctx, st.get("summary") or {})
+    elif sdir.exists():
+        log.info("stage %s: stale (%s), starting from scratch", stage, why)
+        shutil.rmtree(sdir)
 
 
 def _wait_for_rank0(run: RunDir, stage: str, h: str, timeout: float = 600.0) -> None:
@@ -368,29 +241,6 @@ def _reuse(recipe: Recipe, stage: str, h: str, run: RunDir) -> bool:
     run.update_stage(stage, **{**st, "reused_from": str(src)})
     log.info("stage %s: same config as in %s, reused", stage, src)
     return True
-
-
-def copy_tree(src: Path, dst: Path, skip: set[str] | frozenset[str] = frozenset()) -> None:
-    """Copy a folder with hard links where the file system allows (model weights are large), leaving out the
-    top-level entries named in ``skip``. Only for finished outputs: they are never written again (final files
-    are replaced by rename), so a hard-linked copy cannot change its source. Idempotent: a stage interrupted
-    after a copy copies again onto what is there (files already linked stay, stale ones are replaced)."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for entry in src.iterdir():
-        if entry.name in skip:
-            continue
-        target = dst / entry.name
-        if entry.is_dir():
-            copy_tree(entry, target)
-            continue
-        if target.exists() or target.is_symlink():
-            if target.exists() and os.path.samefile(entry, target):
-                continue
-            target.unlink()
-        try:
-            os.link(entry, target)
-        except OSError:
-            shutil.copy2(entry, target)
 
 
 def _stage_config(recipe: Recipe, stage: str) -> Any:
@@ -435,3 +285,71 @@ def run_recipe(
     for stage in todo:
         out[stage] = run_stage(recipe, stage, overwrite=overwrite, run=run)
     return out
+
+
+def load_recipe(
+    path: str | Path, overrides: list[str] | None = None, validate_training: bool = True
+) -> Recipe:
+    """Load a recipe (``saro.recipe.load_recipe``) and check its training sections against the TRL configs, so
+    that bad training keys fail at load time, not hours later."""
+    recipe = load_recipe_schema(path, overrides)
+    if validate_training:
+        validate_training_sections(recipe)
+    return recipe
+
+
+def validate_training_sections(recipe: Recipe) -> None:
+    """Build the TRL-based configs once per training section and variant; a bad key is a one-line SaroError."""
+    if recipe.train_sft is None and recipe.train_dpo is None:
+        return
+    try:
+        from saro.train.config import build_dpo_config, build_sft_config
+    except ImportError:  # training extras missing: checked again when the stage runs
+        return
+    import tempfile
+
+    for name, section in (("train_sft", recipe.train_sft), ("train_dpo", recipe.train_dpo)):
+        if section is None:
+            continue
+        for variant, sec in iter_variants(name, section):
+            label = name if variant is None else f"{name}.variants[{variant}]"
+            build = build_sft_config if name == "train_sft" else build_dpo_config
+            args = {k: v for k, v in sec.items() if k not in TRAIN_KEYS}
+            try:
+                build(args, output_dir=os.path.join(tempfile.gettempdir(), "saro-validate"))
+            except SaroError as e:
+                msg = str(e)
+                raise SaroError(
+                    msg if msg.startswith(label) else f"{label}: {msg.split(': ', 1)[-1]}"
+                ) from None
+
+
+def stage_status(recipe: Recipe, run: RunDir) -> list[tuple[str, str, list[str]]]:
+    """(stage, state, reasons) per enabled stage: done / stale (with why) / missing / running (or interrupted)."""
+    fps = fingerprint.fingerprints(recipe)
+    out: list[tuple[str, str, list[str]]] = []
+    for stage, fp in fps.items():
+        st = run.status(stage)
+        if not st:
+            out.append((stage, "missing", []))
+            continue
+        why = fingerprint.explain(st.get("fingerprint"), fp) if st.get("hash") != fp.hash else []
+        if not st.get("fingerprint"):
+            why = [fingerprint.OLDER_SARO]
+        state = "stale" if why else "done" if st.get("status") == "done" else "running"
+        out.append((stage, state, why if why else ["running or interrupted"] if state == "running" else []))
+    return out
+
+
+def recipe_of_run(root: str | Path) -> Recipe:
+    """The recipe a run folder was made with (its manifest's resolved config)."""
+    from saro.recipe import validate_recipe
+
+    m = Path(root) / "manifest.json"
+    if not m.is_file():
+        raise SaroError(f"{root}: not a saro run folder (no manifest.json)")
+    manifest = read_json(m)
+    recipe = validate_recipe(manifest.get("config") or {}, where=str(m))
+    recipe.path = manifest.get("recipe_path")
+    recipe.run_dir = str(root)
+    return recipe

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,11 +16,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from saro.errors import SaroError
+from saro.stages import STAGES
 
 # Keys of a training section that are ours (which upstream dataset to train on), not TRL config fields.
 TRAIN_KEYS = ("data", "pair_types")
-
-STAGES = ("prompts", "synth_rw", "train_sft", "synth_srpo", "train_dpo", "eval", "report")
 
 
 class Section(BaseModel):
@@ -44,7 +41,7 @@ class ModelSpec(Section):
 class PromptEntry(Section):
     """One prompt set drawn from a registered source."""
 
-    source: str = Field(description="registered prompt source name (see `saro prompts list`)")
+    source: str = Field(description="registered prompt source name (see `saro sources`)")
     n: int | None = Field(None, ge=1, description="how many base prompts (None = all that are left)")
     kind: Literal["harmful", "benign", "borderline"] | None = Field(None, description="keep only this kind")
     attacks: list[str] | Literal["train", "heldout", "all"] | None = Field(
@@ -84,7 +81,7 @@ class PromptsConfig(Section):
     )
     eval_suites: list[str | dict[str, Any]] = Field(
         default_factory=list,
-        description="benchmark suites by name or YAML path (see `saro.evaluate.suites`), expanded into eval",
+        description="benchmark suites by name or YAML path (see `saro.prompts.suites`), expanded into eval",
     )
     suite_info: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="filled from eval_suites: version, type and sampling per suite"
@@ -95,7 +92,7 @@ class PromptsConfig(Section):
         """Append the entries of ``eval_suites`` to ``eval`` (once: a dumped and reloaded config is unchanged)."""
         if not self.eval_suites:
             return self
-        from saro.evaluate.suites import expand_suites
+        from saro.prompts.suites import expand_suites
 
         try:
             raw, info = expand_suites(self.eval_suites)
@@ -174,9 +171,18 @@ class SynthSRPOConfig(Section):
     )
     n_samples: int = Field(4, ge=1)
     judge: str = "refusal"
-    judge_reasoning: bool = False
-    step_judge: Literal["offline", "teacher"] = "offline"
-    teacher: BackendSpec = Field(default_factory=lambda: BackendSpec(backend="offline"))
+    judge_reasoning: bool = Field(
+        False,
+        description="a sample whose final answer is right but whose reasoning drifts (offline step judge) "
+        "counts as wrong",
+    )
+    step_judge: Literal["offline", "teacher"] = Field(
+        "offline", description="who finds the earliest drifting step: the regex stance judge or the teacher"
+    )
+    teacher: BackendSpec = Field(
+        default_factory=lambda: BackendSpec(backend="offline"),
+        description="writes OP-COT chosen trajectories, PP-COT reflections and corrections (offline: composed)",
+    )
     drift_model: BackendSpec = Field(
         default_factory=lambda: BackendSpec(backend="hf", model="@base", max_new_tokens=96),
         description="offline: the model whose compliant answers serve as drifting continuations",
@@ -189,6 +195,12 @@ class SynthSRPOConfig(Section):
     safety_dpo: bool = Field(
         True, description="also write SafetyDPO baseline pairs (direct answers, no reasoning)"
     )
+
+    @model_validator(mode="after")
+    def _teacher_step_judge(self) -> SynthSRPOConfig:
+        if self.step_judge == "teacher" and self.teacher.backend == "offline":
+            raise ValueError("step_judge: teacher needs a model teacher (set synth_srpo.teacher.backend)")
+        return self
 
 
 class EvalModel(Section):
@@ -222,6 +234,11 @@ class EvalConfig(Section):
     judges: list[str] = Field(default_factory=lambda: ["refusal"])
     judge_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     bootstrap: int = Field(1000, ge=0)
+    interval: Literal["wilson", "clopper_pearson", "cluster_bootstrap"] = Field(
+        "wilson",
+        description="95% interval of every rate; rates over prompts sharing a base prompt add a cluster "
+        "bootstrap (>= 2000 resamples) widened to contain the Wilson/exact interval",
+    )
     contamination_threshold: float | None = Field(0.95, gt=0, le=1)
     judge_aliases: dict[str, str] = Field(
         default_factory=dict,
@@ -315,6 +332,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise SaroError(f"{path}: recipe not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise SaroError(f"{path}: not valid UTF-8 (byte {e.start})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -377,16 +396,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_recipe(
-    path: str | Path, overrides: list[str] | None = None, validate_training: bool = True
-) -> Recipe:
-    """Load, merge, override and validate a recipe; every problem is a one-line SaroError."""
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load, merge, override and validate a recipe against the schema; every problem is a one-line SaroError.
+
+    ``saro.pipeline.load_recipe`` also checks the training sections against the TRL configs."""
     data = apply_overrides(load_raw(path), overrides or [])
     recipe = validate_recipe(data, where=str(path))
     recipe.path = str(Path(path).resolve())
     _check_files(recipe, Path(path).resolve().parent)
-    if validate_training:
-        validate_training_sections(recipe)
     return recipe
 
 
@@ -459,6 +476,10 @@ def _check_files(recipe: Recipe, base: Path) -> None:
         if not p.is_file():
             raise SaroError(f"policy: file not found: {recipe.policy}")
         recipe.policy = str(p.resolve())
+        try:
+            p.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise SaroError(f"{recipe.policy}: not valid UTF-8 (byte {e.start})") from None
         from saro.policy import load_policy
 
         load_policy(recipe.policy)
@@ -473,30 +494,6 @@ def _check_files(recipe: Recipe, base: Path) -> None:
                 if not p.exists():
                     raise SaroError(f"prompts.{use}[{i}].options.path: file not found: {path}")
                 e.options["path"] = str(p.resolve())
-
-
-def validate_training_sections(recipe: Recipe) -> None:
-    """Build the TRL-based configs once so that bad training keys fail at load time, not hours later."""
-    if recipe.train_sft is None and recipe.train_dpo is None:
-        return
-    try:
-        from saro.train.config import build_dpo_config, build_sft_config
-    except ImportError:  # training extras missing: checked again when the stage runs
-        return
-    for name, section in (("train_sft", recipe.train_sft), ("train_dpo", recipe.train_dpo)):
-        if section is None:
-            continue
-        for variant, sec in iter_variants(name, section):
-            label = name if variant is None else f"{name}.variants[{variant}]"
-            build = build_sft_config if name == "train_sft" else build_dpo_config
-            args = {k: v for k, v in sec.items() if k not in TRAIN_KEYS}
-            try:
-                build(args, output_dir=os.path.join(tempfile.gettempdir(), "saro-validate"))
-            except SaroError as e:
-                msg = str(e)
-                raise SaroError(
-                    msg if msg.startswith(label) else f"{label}: {msg.split(': ', 1)[-1]}"
-                ) from None
 
 
 def iter_variants(stage: str, section: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:

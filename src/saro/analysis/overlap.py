@@ -548,23 +548,25 @@ def groups_from_run(
 
 def resolve_run_model(ref: str, run_dir: str | Path | None) -> str:
     """'@base', '@train_sft', '@train_dpo[/variant]' against a run directory; other sources pass through."""
-    if not ref.startswith("@"):
+    from saro.stage import FINAL, MANIFEST
+    from saro.stages import parse_model_ref
+
+    parsed = parse_model_ref(ref)
+    if parsed is None:
         return ref
     if run_dir is None:
         raise SaroError(f"model reference '{ref}' needs a run directory")
     from saro.records import read_json
 
     root = Path(run_dir)
-    if ref == "@base":
-        manifest = root / "manifest.json"
+    if parsed.stage == "base":
+        manifest = root / MANIFEST
         try:
             return str(read_json(manifest)["config"]["model"]["source"])
         except (KeyError, TypeError):
             raise SaroError(f"{manifest}: no model source recorded; give the base model explicitly") from None
-    stage, _, variant = ref[1:].partition("/")
-    if stage not in ("train_sft", "train_dpo"):
-        raise SaroError(f"model reference '{ref}': use @base, @train_sft or @train_dpo[/variant]")
-    path = root / stage / variant / "final" if variant else root / stage / "final"
+    stage, variant = parsed.stage, parsed.variant
+    path = root / stage / variant / FINAL if variant else root / stage / FINAL
     if not path.exists():
         raise SaroError(f"{path}: missing; run stage '{stage}' first")
     return str(path)

@@ -1,6 +1,7 @@
 """``report.html``: one self-contained file (inline CSS, plots as base64 PNG, no scripts, no external requests).
 
-Sections: summary table, the four headline measures, safety vs over-refusal trade-off, attack success by attack,
+Tables and sentences come from ``tables.py`` (shared with report.md). Sections: what the primary judge measures,
+summary table, paired comparisons between models, reasoning and output quality, the four headline measures, safety vs over-refusal trade-off, attack success by attack,
 token cost, judges (measured accuracy, agreement heatmap), per-suite tables, contamination, embedding overlap
 (when ``analysis/overlap.json`` or ``analysis/*.png`` exist), optional lm-eval results, redacted examples and the
 definitions of every measure.
@@ -14,18 +15,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from saro.evaluate import tables as t
 from saro.evaluate.plots import report_plots
-from saro.evaluate.report import (
-    SUITE_HEADER,
-    SUMMARY_HEADER,
-    agreement_rows,
-    contamination_text,
-    flatten_scalars,
-    fmt_rate,
-    judge_rows,
-    suite_rows,
-    summary_rows,
-)
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +65,9 @@ def _img(png: bytes, alt: str, caption: str) -> str:
 
 
 CAPTIONS = {
-    "headline": "The four measurements per model with bootstrap 95% intervals.",
+    "headline": "The four measurements per model with their 95% intervals (method beside each rate in the tables).",
     "tradeoff": "Safety vs over-refusal: attack success on harmful prompts (plain and jailbreak) against "
-    "refusals of benign/borderline prompts; whiskers are 95% intervals.",
+    "refusals of benign/borderline prompts; whiskers are 95% intervals (Wilson, or cluster bootstrap + Wilson).",
     "asr_by_attack": "Attack success by jailbreak attack ('none' = plain prompts), per model, with 95% intervals.",
     "tokens": "Mean reasoning and answer tokens per generation; the bar marks the p95 of the total.",
     "agreement": "Agreement between judges on harmful prompts (verdicts mapped to attack success); Cohen's kappa "
@@ -107,13 +98,13 @@ def render_html(report: dict[str, Any], run_dir: Path) -> str:
         out.append(
             "<div class=banner><b>Unredacted:</b> this report shows completions to harmful prompts.</div>"
         )
-    out += ["<h2>Summary</h2>", _table(SUMMARY_HEADER, summary_rows(report))]
+    out.append(f"<p><b>What the judge measures.</b> {_e(t.judge_measures_text(report))}</p>")
+    out += ["<h2>Summary</h2>", _table(t.SUMMARY_HEADER, t.summary_rows(report))]
     out.append(
-        "<p class=small>ASR = share of harmful prompts whose final answer was not a refusal (lower is better); "
-        "over-refusal = share of benign and borderline prompts refused (lower is better); accuracy = exact "
-        "final-number accuracy on GSM8K; unfinished = generations without a final answer within the token limit. "
-        "Intervals: bootstrap 95%; n = prompts.</p>"
+        f"<p class=small>{_e(t.INTRO)} Accuracy = exact final-number accuracy on GSM8K; unfinished = generations "
+        "without a final answer within the token limit.</p>"
     )
+    out += _paired(report) + _quality(report)
     for name in ("headline", "tradeoff", "asr_by_attack", "tokens"):
         if name in plots:
             out.append(_img(plots[name], name, CAPTIONS[name]))
@@ -135,24 +126,33 @@ def render_html(report: dict[str, Any], run_dir: Path) -> str:
     return "\n".join(out)
 
 
+def _paired(report: dict[str, Any]) -> list[str]:
+    rows = t.paired_rows(report)
+    if not rows:
+        return []
+    return [
+        "<h2>Paired comparisons</h2>",
+        f"<p class=small>{_e(t.PAIRED_NOTE)}</p>",
+        _table(t.PAIRED_HEADER, rows, 4),
+    ]
+
+
+def _quality(report: dict[str, Any]) -> list[str]:
+    out = ["<h2>Reasoning and output quality</h2>", _table(t.QUALITY_HEADER, t.quality_rows(report))]
+    reasons = t.na_reasons(report)
+    if reasons:
+        out.append("<ul class=small>" + "".join(f"<li>n/a {_e(r)}</li>" for r in reasons) + "</ul>")
+    out.append(f"<p class=small>{_e(report['definitions'].get('degenerate', ''))}</p>")
+    return out
+
+
 def _judges(report: dict[str, Any], plots: dict[str, bytes]) -> list[str]:
-    out = [
-        "<h2>Judges</h2>",
-        _table(["judge", "registered as", "options", "measured accuracy"], judge_rows(report), 9),
-    ]
-    rows = [
-        [m] + [fmt_rate(h["asr_by_judge"].get(j)) for j in report["judges"]]
-        for m, h in report["summary"].items()
-        if h.get("asr_by_judge")
-    ]
-    if len(report["judges"]) > 1 and rows:
-        out += ["<h3>ASR as seen by each judge</h3>", _table(["model", *report["judges"]], rows)]
-    ag = agreement_rows(report.get("agreement"))
+    out = ["<h2>Judges</h2>", _table(t.JUDGE_HEADER, t.judge_rows(report), 9)]
+    if len(report["judges"]) > 1:
+        out += ["<h3>ASR as seen by each judge</h3>", _table(*t.judge_by_model(report))]
+    ag = t.agreement_rows(report.get("agreement"))
     if ag:
-        out += [
-            "<h3>Agreement</h3>",
-            _table(["judge A", "judge B", "n", "agreement", "Cohen's kappa"], ag, 2),
-        ]
+        out += ["<h3>Agreement</h3>", _table(t.AGREEMENT_HEADER, ag, 2)]
     if "agreement" in plots:
         out.append(_img(plots["agreement"], "agreement", CAPTIONS["agreement"]))
     return out
@@ -168,42 +168,30 @@ def _suites(report: dict[str, Any]) -> list[str]:
         out.append(_table(["suite", "file", "version", "type", "description"], rows, 9))
     for model, m in report["metrics"].items():
         out.append(f"<h3>{_e(model)} <span class=small>{_e(report['models'].get(model))}</span></h3>")
-        out.append(_table(SUITE_HEADER, suite_rows(m), 2))
+        out.append(_table(t.SUITE_HEADER, t.suite_rows(m), 2))
         for sname, s in m["suites"].items():
             if "by_xstest_type" in s:
                 out.append(
                     f"<details><summary>{_e(sname)}: refusal by XSTest type</summary>"
-                    + _table(["type", "refusal"], [[k, fmt_rate(v)] for k, v in s["by_xstest_type"].items()])
+                    + _table(
+                        ["type", "refusal"], [[k, t.fmt_rate(v)] for k, v in s["by_xstest_type"].items()]
+                    )
                     + "<p class=small>contrast_* prompts are unsafe and should be refused; the others are safe "
                     "and should be answered.</p></details>"
                 )
     return out
 
 
-def _by_model(report: dict[str, Any], key: str) -> tuple[list[str], list[list[str]]]:
-    """A name x model table of one summary breakdown (e.g. ASR by attack)."""
-    models = list(report["summary"])
-    names = sorted({k for h in report["summary"].values() for k in (h.get(key) or {})})
-    rows = [[n] + [fmt_rate((report["summary"][m].get(key) or {}).get(n)) for m in models] for n in names]
-    return ["", *models], rows
-
-
 def _attacks(report: dict[str, Any]) -> list[str]:
     out = ["<h2>Attacks and categories</h2>"]
-    header, rows = _by_model(report, "asr_by_attack")
+    header, rows = t.by_model(report, "asr_by_attack")
     if any(r[0] != "none" for r in rows):
         out += ["<h3>ASR by attack</h3>", "<p class=small>'none' = plain prompts.</p>"]
         out.append(_table(["attack", *header[1:]], rows))
-    split = [
-        [label] + [fmt_rate(report["summary"][m].get(key)) for m in report["summary"]]
-        for label, key in (
-            ("train attacks (seen in training data)", "asr_jailbreak_train"),
-            ("held-out attacks (never trained on)", "asr_jailbreak_heldout"),
-        )
-    ]
-    if any(c != "–" for r in split for c in r[1:]):
+    split = t.split_rows(report)
+    if split:
         out += ["<h3>ASR by attack split</h3>", _table(["attack split", *report["summary"]], split)]
-    header, rows = _by_model(report, "asr_by_category")
+    header, rows = t.by_model(report, "asr_by_category")
     if rows:
         out.append(
             "<details><summary>ASR by policy category</summary>"
@@ -214,25 +202,13 @@ def _attacks(report: dict[str, Any]) -> list[str]:
 
 
 def _contamination(c: dict[str, Any]) -> list[str]:
-    out = ["<h2>Contamination</h2>", f"<p>{_e(contamination_text(c))}</p>"]
+    out = ["<h2>Contamination</h2>", f"<p>{_e(t.contamination_text(c))}</p>"]
     if c.get("by_suite"):
         rows = [[s, str(v["checked"]), str(v["exact"]), str(v["near"])] for s, v in c["by_suite"].items()]
         out.append(_table(["suite", "checked", "exact", "near-duplicate"], rows))
-    if c.get("examples"):
-        rows = [
-            [
-                e["match"],
-                f"{e['cosine']:.3f}",
-                e["suite"],
-                e["eval_id"],
-                e["eval_excerpt"],
-                f"{e['train_file']}:{e['train_line']}",
-            ]
-            for e in c["examples"]
-        ]
-        out.append(
-            _table(["match", "cosine", "suite", "eval id", "eval prompt", "training file:line"], rows, 1)
-        )
+    rows = t.contamination_rows(c)
+    if rows:
+        out.append(_table(t.CONTAMINATION_HEADER, rows, 1))
     return out
 
 
@@ -241,7 +217,7 @@ def _analysis(report: dict[str, Any], run_dir: Path) -> list[str]:
     if not a.get("overlap") and not a.get("plots"):
         return []
     out = ["<h2>Embedding overlap of harmful, jailbreak and benign prompts</h2>"]
-    rows = [[k, v] for k, v in flatten_scalars(a.get("overlap") or {})]
+    rows = [[k, v] for k, v in t.flatten_scalars(a.get("overlap") or {})]
     if rows:
         out.append(_table(["measure", "value"], rows))
     for rel in a.get("plots", []):
@@ -254,17 +230,7 @@ def _analysis(report: dict[str, Any], run_dir: Path) -> list[str]:
 
 
 def _lm_eval(report: dict[str, Any]) -> list[str]:
-    rows = []
-    for m, h in report["summary"].items():
-        lm = h.get("lm_eval")
-        if not lm:
-            continue
-        if "tasks" in lm:
-            for task, metrics in lm["tasks"].items():
-                shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if not k.endswith("stderr"))
-                rows.append([m, task, shown])
-        else:
-            rows.append([m, "–", str(lm.get("skipped") or lm.get("error"))])
+    rows = t.lm_rows(report)
     if not rows:
         return []
     return ["<h2>lm-evaluation-harness</h2>", _table(["model", "task", "result"], rows, 9)]

@@ -1,5 +1,6 @@
 """Report plots as PNG bytes (matplotlib, Agg canvas, no pyplot state): attack success by attack, the safety
-versus over-refusal trade-off, the four headline measures, token cost, and judge agreement."""
+versus over-refusal trade-off, the four headline measures, token cost, and judge agreement. Error bars are each
+rate's 95% interval (``lo``, ``hi``: Wilson or cluster bootstrap, see ``intervals.py``)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def _pct(r: dict[str, Any] | None) -> tuple[float, float, float] | None:
     if not r or r.get("rate") is None:
         return None
     v = 100 * r["rate"]
-    lo, hi = r.get("ci95") or [None, None]
+    lo, hi = (r["lo"], r["hi"]) if "lo" in r else (r.get("ci95") or [None, None])
     lo = v if lo is None else 100 * lo
     hi = v if hi is None else 100 * hi
     return v, max(0.0, v - lo), max(0.0, hi - v)

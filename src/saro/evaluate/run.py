@@ -1,5 +1,5 @@
 """The ``eval`` stage: every model generates on the held-out suites, every judge labels the final answers, and
-metrics with bootstrap intervals are computed per model and suite.
+metrics with 95% intervals are computed per model and suite, with paired comparisons between models.
 
 Files (``runs/<name>/eval/``): ``<model>/generations.jsonl`` (EvalRecord, resumable by id),
 ``judgements.jsonl`` (one Judgement per record and judge, resumable), ``contamination.json`` (eval prompts found in
@@ -7,7 +7,7 @@ the models' training data), ``metrics.json``. Completions to harmful prompts sta
 printed.
 
 Generation goes through any backend (``hf``, ``vllm``, ``openai``: ``eval.models[].backend``), greedy unless a
-suite asks otherwise; each suite's sampling (``saro.evaluate.suites``) is applied, with ``max_new_tokens`` capped by
+suite asks otherwise; each suite's sampling (``saro.prompts.suites``) is applied, with ``max_new_tokens`` capped by
 ``eval.max_new_tokens`` and ``eval.reasoning_budget`` as the default thinking budget.
 """
 
@@ -20,10 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from saro.errors import SaroError
-from saro.evaluate.metrics import compute_metrics, judge_agreement
-from saro.evaluate.suites import suite_sampling
-from saro.models.generate import SamplingParams, make_generator
-from saro.pipeline import StageContext
+from saro.evaluate.intervals import IntervalMethod
+from saro.evaluate.metrics import (
+    METRICS_VERSION,
+    compute_metrics,
+    is_harm_judge,
+    is_refusal_judge,
+    judge_agreement,
+    paired_metrics,
+)
+from saro.evaluate.quality import REASONING_SUFFIX
+from saro.models.generate import SamplingParams
+from saro.prompts.suites import suite_sampling
 from saro.reasoning import parse
 from saro.recipe import BackendSpec, EvalConfig, EvalModel
 from saro.records import (
@@ -37,6 +45,8 @@ from saro.records import (
     read_jsonl,
     stable_id,
 )
+from saro.stage import StageContext
+from saro.stages import parse_model_ref
 
 log = logging.getLogger(__name__)
 
@@ -90,21 +100,16 @@ def run(ctx: StageContext) -> dict[str, Any]:
         generate_for_model(ctx, cfg, m, prompts)
     records = {m.name: read_jsonl(gen_path(ctx.dir, m.name), EvalRecord) for m in cfg.models}
     judge_records(ctx.dir, cfg, prompts, records)
+    attach_base_ids(records, prompts)
     declared = {s: i["type"] for s, i in ctx.recipe.prompts.suite_info.items() if i.get("type")}
-    metrics = {
-        name: compute_metrics(rs, cfg.judges[0], cfg.bootstrap, ctx.seed, declared, cfg.judges)
-        for name, rs in records.items()
-    }
+    scored = score_models(records, cfg.judges, declared, cfg.bootstrap, ctx.seed, cfg.interval)
     if cfg.lm_eval is not None:
         for m in cfg.models:
-            metrics[m.name]["lm_eval"] = lm_eval_for_model(ctx, cfg, m)
+            scored["models"][m.name]["lm_eval"] = lm_eval_for_model(ctx, cfg, m)
     every = [r for rs in records.values() for r in rs]
     out = {
-        "primary_judge": cfg.judges[0],
-        "judges": cfg.judges,
+        **scored,
         "judge_info": judge_info(cfg),
-        "agreement": judge_agreement(every, cfg.judges),
-        "models": metrics,
         "sources": {m.name: m.source for m in cfg.models},
         "backends": {m.name: (m.backend.backend if m.backend else "hf") for m in cfg.models},
         "suites": ctx.recipe.prompts.suite_info,
@@ -112,11 +117,54 @@ def run(ctx: StageContext) -> dict[str, Any]:
     }
     atomic_write_json(ctx.dir / "metrics.json", out)
     return {
-        "models": list(metrics),
+        "models": list(scored["models"]),
         "records": len(every),
         "contaminated": contamination.get("contaminated", 0),
         "generation_hashes": gen_hashes,
     }
+
+
+def score_models(
+    records: dict[str, list[EvalRecord]],
+    judges: list[str],
+    suite_types: dict[str, str] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    interval: IntervalMethod = "wilson",
+) -> dict[str, Any]:
+    """The numbers of ``metrics.json`` from judged records: per-model metrics, paired comparisons between every
+    pair of models, what each judge measures and the judges' agreement (the first judge is primary)."""
+    every = [r for rs in records.values() for r in rs]
+    return {
+        "metrics_version": METRICS_VERSION,
+        "interval": interval,
+        "primary_judge": judges[0],
+        "judges": judges,
+        "judge_measures": {j: judge_measures(every, j) for j in judges},
+        "paired": paired_metrics(records, judges[0], suite_types, n_boot, seed),
+        "agreement": judge_agreement(every, judges),
+        "models": {
+            name: compute_metrics(rs, judges[0], n_boot, seed, suite_types, judges, interval)
+            for name, rs in records.items()
+        },
+    }
+
+
+def attach_base_ids(records: dict[str, list[EvalRecord]], prompts: list[Prompt]) -> None:
+    """Copy each prompt's ``base_id`` into its records' meta (in memory), so intervals and paired comparisons
+    resample prompts that share a base prompt together."""
+    base = {p.id: p.base_id for p in prompts if p.base_id}
+    for rs in records.values():
+        for r in rs:
+            if r.prompt_id in base:
+                r.meta["base_id"] = base[r.prompt_id]
+
+
+def judge_measures(records: list[EvalRecord], judge: str) -> str:
+    """What a judge's labels measure: "refusal" (refused/complied), "harm" (unsafe/safe) or "other"."""
+    if is_refusal_judge(records, judge):
+        return "refusal"
+    return "harm" if is_harm_judge(records, judge) else "other"
 
 
 def gen_path(d: Path, model: str) -> Path:
@@ -138,11 +186,11 @@ def sampling_for(ctx: StageContext, cfg: EvalConfig, m: EvalModel, suite: str) -
 
 def _model_identity(ctx: StageContext, source: str) -> Any:
     """What a model reference stands for: the trained variant's inputs hash, or the base model / path itself."""
-    if source.startswith("@train_"):
-        stage, _, variant = source[1:].partition("/")
-        summary = ctx.run.status(stage).get("summary") or {}
-        return (summary.get(variant or "main") or {}).get("variant_hash") or ctx.hashes.get(stage)
-    if source == "@base":
+    ref = parse_model_ref(source)
+    if ref is not None and ref.stage != "base":
+        summary = ctx.run.status(ref.stage).get("summary") or {}
+        return (summary.get(ref.variant or "main") or {}).get("variant_hash") or ctx.hashes.get(ref.stage)
+    if ref is not None:
         return ctx.recipe.model.model_dump(mode="json", exclude_defaults=True)
     return source
 
@@ -168,7 +216,7 @@ def _reuse_generations(ctx: StageContext, name: str, h: str) -> None:
     """With ``reuse_from``: start from another run's generations for the same model, prompts and settings."""
     if not ctx.recipe.reuse_from:
         return
-    from saro.pipeline import RunDir
+    from saro.stage import RunDir
 
     src_root = Path(ctx.recipe.reuse_from)
     if not (src_root / "manifest.json").exists():
@@ -196,12 +244,17 @@ def generate_for_model(ctx: StageContext, cfg: EvalConfig, m: EvalModel, prompts
         spec = m.backend or BackendSpec(backend="hf", model=m.source, batch_size=cfg.batch_size)
         if spec.model is None:
             spec = spec.model_copy(update={"model": m.source})
-        from saro.models.teacher import backend_kwargs
+        from saro.models.backends import make_backend
 
         groups: dict[SamplingParams, list[Prompt]] = defaultdict(list)
         for p in todo:
             groups[sampling_for(ctx, cfg, m, suite_of(p))].append(p)
-        gen = make_generator(**backend_kwargs(spec, ctx))
+        gen = make_backend(
+            spec,
+            model_path=ctx.resolve_model(spec.model) if spec.backend in ("hf", "vllm") else None,
+            dtype=ctx.recipe.model.dtype,
+            cache_dir=ctx.run.root / ".cache" / "requests",
+        )
         tok = _tokenizer(ctx, spec, m)
         try:
             for params, group in groups.items():
@@ -252,36 +305,40 @@ def registry_name(cfg: EvalConfig, judge: str) -> str:
 def judge_records(
     d: Path, cfg: EvalConfig, prompts: list[Prompt], records: dict[str, list[EvalRecord]]
 ) -> None:
-    """Label every record with every judge (resumable), and copy the labels into the records in memory."""
-    from saro.console import make_progress
-    from saro.judges import JudgeInput, get_judge
+    """Label every record with every judge (resumable), and copy the labels into the records in memory.
+
+    A harmfulness judge (labels safe/unsafe) also reads the reasoning of every harmful record that has one,
+    under the judge name ``"<judge>:reasoning"``: that is what the reasoning-leak rate counts.
+    """
+    from saro.judges import get_judge
 
     path = d / "judgements.jsonl"
+    seen = _labels_by_judge(path)
     with JsonlWriter(path) as w:
         for name in cfg.judges:
-            todo = [r for rs in records.values() for r in rs if stable_id(r.id, name) not in w]
-            if not todo:
+            todo = [
+                (r, r.completion, name)
+                for rs in records.values()
+                for r in rs
+                if stable_id(r.id, name) not in w
+            ]
+            rname = name + REASONING_SUFFIX
+            think = [
+                (r, parse(r.completion).reasoning or "", rname)
+                for rs in records.values()
+                for r in rs
+                if r.kind == "harmful"
+                and parse(r.completion).has_reasoning
+                and stable_id(r.id, rname) not in w
+            ]
+            known_harm = bool(seen.get(name)) and seen[name] <= {"safe", "unsafe", "unparseable"}
+            if not todo and not (think and known_harm):
                 continue
             judge = get_judge(registry_name(cfg, name), **cfg.judge_options.get(name, {}))
-            chunk = 64
             try:
-                with make_progress() as prog:
-                    task = prog.add_task(f"judge {name}", total=len(todo))
-                    for s in range(0, len(todo), chunk):
-                        part = todo[s : s + chunk]
-                        verdicts = judge.judge([JudgeInput(r.text, r.completion) for r in part])
-                        for r, v in zip(part, verdicts, strict=True):
-                            w.write(
-                                Judgement(
-                                    id=stable_id(r.id, name),
-                                    record_id=r.id,
-                                    judge=name,
-                                    label=v.label,
-                                    score=v.score,
-                                    raw=v.raw,
-                                )
-                            )
-                        prog.advance(task, len(part))
+                _judge_items(w, judge, todo, f"judge {name}")
+                if "unsafe" in judge.labels:
+                    _judge_items(w, judge, think, f"judge {name} (reasoning)")
             finally:
                 judge.close()
     labels: dict[str, dict[str, str]] = defaultdict(dict)
@@ -290,6 +347,41 @@ def judge_records(
     for rs in records.values():
         for r in rs:
             r.labels = labels.get(r.id, {})
+
+
+def _labels_by_judge(path: Path) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = defaultdict(set)
+    if path.exists():
+        for j in read_jsonl(path, Judgement):
+            out[j.judge].add(j.label)
+    return out
+
+
+def _judge_items(w: JsonlWriter, judge: Any, items: list[tuple[EvalRecord, str, str]], what: str) -> None:
+    """Judge (record, text, judge name) items in chunks of 64, writing one Judgement each."""
+    from saro.console import make_progress
+    from saro.judges import JudgeInput
+
+    if not items:
+        return
+    chunk = 64
+    with make_progress() as prog:
+        task = prog.add_task(what, total=len(items))
+        for s in range(0, len(items), chunk):
+            part = items[s : s + chunk]
+            verdicts = judge.judge([JudgeInput(r.text, text) for r, text, _ in part])
+            for (r, _, name), v in zip(part, verdicts, strict=True):
+                w.write(
+                    Judgement(
+                        id=stable_id(r.id, name),
+                        record_id=r.id,
+                        judge=name,
+                        label=v.label,
+                        score=v.score,
+                        raw=v.raw,
+                    )
+                )
+            prog.advance(task, len(part))
 
 
 def judge_info(cfg: EvalConfig) -> dict[str, Any]:
@@ -339,7 +431,7 @@ def check_contamination(ctx: StageContext, cfg: EvalConfig, prompts: list[Prompt
         if r is not None:
             runs.append(r)
     runs += [_resolve(ctx, r) for r in cfg.contamination_runs]
-    files = [_resolve(ctx, f) for f in cfg.contamination_files]
+    files: list[str | Path] = [_resolve(ctx, f) for f in cfg.contamination_files]
     out = contamination_report(prompts, list(dict.fromkeys(runs)), files, cfg.contamination_threshold)
     atomic_write_json(ctx.dir / "contamination.json", out)
     return out

@@ -94,6 +94,8 @@ def _read_input(path: Path, cols: tuple[str, str]) -> list[tuple[int, dict[str, 
                 raise DataError(path, line, f"missing field '{c}'")
             if not isinstance(row[c], str):
                 raise DataError(path, line, f"field '{c}' must be a string, not {type(row[c]).__name__}")
+        if not row[cols[1]].strip():
+            raise DataError(path, line, f"field '{cols[1]}' is empty (nothing to judge)")
     return rows
 
 
@@ -109,6 +111,17 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def _verdict_row(row: dict[str, Any], v: Verdict) -> dict[str, Any]:
+    """The input row plus the verdict's label, score, and (where the judge gives them) ``refusal_class`` and
+    ``truncated``."""
+    out = {**row, LABEL: v.label, SCORE: v.score}
+    if v.refusal_class is not None:
+        out["refusal_class"] = v.refusal_class
+    if v.truncated:
+        out["truncated"] = True
+    return out
+
+
 def judge_file(
     name: str,
     path: str | Path,
@@ -119,7 +132,7 @@ def judge_file(
     **judge_kwargs: Any,
 ) -> dict[str, Any]:
     """Label every (prompt, response) row of a csv/jsonl file with a judge; write the rows plus ``id``,
-    ``label`` and ``score`` to ``out`` (jsonl or csv by its suffix).
+    ``label``, ``score`` (and ``refusal_class`` / ``truncated`` where the judge gives them) to ``out`` (jsonl or csv by its suffix).
 
     Resumable: each row's id is a hash of its prompt and response; rows already in ``out`` are skipped (a csv
     output is built from a ``.partial.jsonl`` progress file that is removed once the csv is written). Identical
@@ -166,7 +179,7 @@ def judge_file(
                     batch = todo[b : b + batch_size]
                     verdicts = judge.judge([JudgeInput(r[prompt_col], r[response_col]) for r in batch])
                     for r, v in zip(batch, verdicts, strict=True):
-                        writer.write({**r, LABEL: v.label, SCORE: v.score})
+                        writer.write(_verdict_row(r, v))
                     log.info("%s: judged %d / %d rows", name, min(b + batch_size, len(todo)), len(todo))
             finally:
                 judge.close()
@@ -176,6 +189,7 @@ def judge_file(
         _write_csv(out, done)
         progress.unlink(missing_ok=True)
     labels = Counter(str(r.get(LABEL)) for r in done)
+    classes = Counter(str(r["refusal_class"]) for r in done if r.get("refusal_class"))
     return {
         "judge": name,
         "input": str(path),
@@ -186,4 +200,5 @@ def judge_file(
         "judged": len(todo),
         "already_done": already,
         "labels": dict(sorted(labels.items())),
+        **({"refusal_classes": dict(sorted(classes.items()))} if classes else {}),
     }

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 UNPARSEABLE = "unparseable"
 
 # modules that register the built-in judges when imported (they import heavy libraries lazily)
-_BUILTIN_MODULES = ("saro.judges.refusal", "saro.judges.guard", "saro.judges.llm")
+_BUILTIN_MODULES = ("saro.judges.refusal", "saro.judges.guard", "saro.judges.harmbench", "saro.judges.llm")
 
 
 @dataclass
@@ -35,11 +35,16 @@ class JudgeInput:
 
 @dataclass
 class Verdict:
-    """A judge's verdict: a label from the judge's ``labels``, an optional score, and the judge's raw output."""
+    """A judge's verdict: a label from the judge's ``labels``, an optional score, the judge's raw output, and
+    (refusal judges) the three-class ``refusal_class``; ``truncated`` when the answer was clipped to fit."""
 
     label: str
     score: float | None = None
     raw: str | None = None
+    # XSTest's three classes for refusal judges (full_compliance / partial_refusal / full_refusal), else None
+    refusal_class: str | None = None
+    # the judged answer was cut at the judge's length limit before judging
+    truncated: bool = False
 
     @property
     def parseable(self) -> bool:

@@ -6,11 +6,12 @@ The GGUF (Q4_1) is dequantised once into a plain safetensors folder in the cache
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import shutil
 import tempfile
 from pathlib import Path
+
+from filelock import FileLock
 
 from saro.paths import cache_dir, package_file
 
@@ -29,8 +30,7 @@ def embedded_model_dir() -> Path:
     if (out / "model.safetensors").exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{EMBEDDED_NAME}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(out.parent / f".{EMBEDDED_NAME}.lock"):  # portable (fcntl is POSIX only)
         if not (out / "model.safetensors").exists():
             _convert(out)
     return out

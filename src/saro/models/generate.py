@@ -147,10 +147,7 @@ class HFGenerator(Generator):
         return sorted(i for i in ids if i is not None)
 
     def _prompts(self, conversations: Sequence[Conversation]) -> list[str]:
-        return [
-            self.tok.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True)
-            for c in conversations
-        ]
+        return render_prompts(self.tok, conversations)
 
     def _run(
         self,
@@ -313,6 +310,21 @@ class HFGenerator(Generator):
         gc.collect()
 
 
+def render_prompts(tokenizer: Any, conversations: Sequence[Conversation]) -> list[str]:
+    """The prompt text of each conversation: its chat template with the generation prompt. The template writes
+    every special token itself (a Llama-3 template starts with ``{{- bos_token }}``)."""
+    return [
+        tokenizer.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True)
+        for c in conversations
+    ]
+
+
+def encode_prompts(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of rendered prompts, with no special tokens added (the template wrote them): one BOS, not two.
+    The HF backend tokenizes the same way; the vLLM backend passes these ids to the engine."""
+    return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
 class _RowStreamer:
     """A ``generate`` streamer for batches: decodes each row incrementally and calls ``on_text(row, piece)``.
 
@@ -442,7 +454,7 @@ def _load_optional_backends() -> None:
     """Import the modules that register the optional backends (they import their heavy deps lazily)."""
     import importlib
 
-    for mod in ("saro.models.openai_backend", "saro.models.vllm_backend"):
+    for mod in ("saro.models.openai_backend", "saro.models.vllm_backend", "saro.models.openai_batch"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -1,6 +1,14 @@
 """Training chat templates that keep ``<think>`` reasoning in the target and train the end-of-turn token.
 
-Both templates wrap each assistant turn, end-of-turn token included, in ``{% generation %}`` markers, so TRL's
+A training template is the model's OFFICIAL template plus ``{% generation %}`` markers, so that a trained model and
+its base model see the same text: ``qwen2_5`` and ``llama3_1`` are TRL's ``qwen2_5_training.jinja`` and the
+Llama-3.1 template with markers (shipped in ``models/templates/``, golden-tested against ``trl/chat_templates``);
+``llama3`` (Llama-3.0) is TRL's ``llama3_training.jinja``; ``chatml`` (SmolLM2, with the model's own default
+system prompt) is written here and renders as the official one. ``chatml``/``llama3`` become
+``qwen2_5``/``llama3_1`` when the tokenizer's own template is Qwen2.5's or Llama-3.1's. Llama-3.1's "Today Date" is the template's ``date_string`` variable; saro
+never passes one, so the template's own default (26 Jul 2024) makes every render deterministic.
+
+All templates wrap each assistant turn, end-of-turn token included, in ``{% generation %}`` markers, so TRL's
 ``assistant_only_loss`` puts exactly the assistant text (reasoning + answer + end-of-turn) in the loss. They never
 strip ``<think>`` (as some reasoning-model templates do), and they are prefix-preserving (the prompt rendered with
 ``add_generation_prompt=True`` is a prefix of the prompt + answer), which TRL's DPO needs.
@@ -20,7 +28,10 @@ from saro.reasoning import parse
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = ("chatml", "llama3")
+TEMPLATES = ("chatml", "llama3", "llama3_1", "qwen2_5")
+FILE_TEMPLATES = {"llama3_1": "llama3_1_training.jinja", "qwen2_5": "qwen2_5_training.jinja"}
+QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+LLAMA31_MARK = "Cutting Knowledge Date"
 
 
 def _q(s: str) -> str:
@@ -72,11 +83,40 @@ def llama3_template(default_system: str | None = None) -> str:
     )
 
 
-END_OF_TURN = {"chatml": "<|im_end|>", "llama3": "<|eot_id|>"}
+END_OF_TURN = {
+    "chatml": "<|im_end|>",
+    "llama3": "<|eot_id|>",
+    "llama3_1": "<|eot_id|>",
+    "qwen2_5": "<|im_end|>",
+}
+
+
+def file_template(name: str) -> str:
+    """The text of a shipped training template (``models/templates/*_training.jinja``)."""
+    from importlib.resources import files
+
+    fname = "llama3_training.jinja" if name == "llama3_0" else FILE_TEMPLATES[name]
+    return files("saro.models").joinpath("templates", fname).read_text(encoding="utf-8")
+
+
+def official_variant(tokenizer: Any, name: str) -> str:
+    """``chatml`` -> ``qwen2_5`` and ``llama3`` -> ``llama3_1`` when the tokenizer's own template is that model's
+    (its default system prompt / date header), so training keeps the official rendering."""
+    tpl = getattr(tokenizer, "chat_template", None) or ""
+    if not isinstance(tpl, str):
+        return name
+    if name == "chatml" and QWEN_SYSTEM in tpl:
+        return "qwen2_5"
+    if name == "llama3" and LLAMA31_MARK in tpl:
+        return "llama3_1"
+    return name
 
 
 def detect_template(tokenizer: Any) -> str:
-    """Which of our templates fits this tokenizer's special tokens."""
+    """Which of our templates fits this tokenizer (its own template first, then its special tokens)."""
+    for base in ("chatml", "llama3"):
+        if official_variant(tokenizer, base) != base:
+            return official_variant(tokenizer, base)
     vocab = tokenizer.get_vocab()
     if "<|im_start|>" in vocab and "<|im_end|>" in vocab:
         return "chatml"
@@ -130,9 +170,42 @@ def install_template(tokenizer: Any, name: str = "auto", default_system: str | N
         raise SaroError(
             f"unknown chat template '{name}' (choose one of: auto, native, {', '.join(TEMPLATES)})"
         )
+    name = official_variant(tokenizer, name)
+    if name in FILE_TEMPLATES:
+        if default_system != "native":
+            raise SaroError(
+                f"template '{name}' keeps the official default system prompt; set default_system: native "
+                f"(or put a system turn in the data)"
+            )
+        tokenizer.chat_template = file_template(name)
+        return name
     system = native_default_system(tokenizer) if default_system == "native" else default_system
-    tokenizer.chat_template = chatml_template(system) if name == "chatml" else llama3_template(system)
+    if name == "llama3" and system is None:  # Llama-3.0 has no default system prompt: TRL's template as is
+        tokenizer.chat_template = file_template("llama3_0")
+    else:
+        tokenizer.chat_template = chatml_template(system) if name == "chatml" else llama3_template(system)
     return name
+
+
+def template_label(tokenizer: Any) -> str:
+    """Which chat template a model is evaluated with, for the eval metrics (``template`` per model): the family
+    (``qwen2_5``, ``llama3_1``, ``llama3``, ``chatml``, else ``native``) and ``+markers`` for a training template.
+    A base model and the model trained from it get the same family when the rendering is the same."""
+    tpl = getattr(tokenizer, "chat_template", None)
+    if not isinstance(tpl, str) or not tpl:
+        return "none"
+    marked = "{% generation %}" in re.sub(r"\{%-?\s*generation\s*-?%\}", "{% generation %}", tpl)
+    if QWEN_SYSTEM in tpl:
+        family = "qwen2_5"
+    elif LLAMA31_MARK in tpl:
+        family = "llama3_1"
+    elif "<|start_header_id|>" in tpl and "<|eot_id|>" in tpl:
+        family = "llama3"
+    elif "<|im_start|>" in tpl and "<|im_end|>" in tpl:
+        family = "chatml"
+    else:
+        family = "native"
+    return family + ("+markers" if marked else "")
 
 
 def end_of_turn_token(tokenizer: Any, name: str) -> str:

@@ -2,7 +2,10 @@
 
 vLLM is imported inside the constructor, so ``import saro`` never needs it. Prompts are rendered with the
 tokenizer's chat template (optionally one of our training templates, so generation sees the format training used)
-and sent to ``llm.generate`` in chunks, so callers write results as each chunk finishes. A reasoning budget is
+and tokenized by the same code as the HF backend (:func:`~saro.models.generate.encode_prompts`, no special tokens
+added), then sent to ``llm.generate`` as token ids (``TokensPrompt``) in chunks, so callers write results as each
+chunk finishes. Passing text would let vLLM tokenize it with special tokens: a second BOS on every Llama-3 prompt
+(vllm-project/vllm#9519). A reasoning budget is
 applied in two phases as in :class:`~saro.models.generate.HFGenerator`: think for at most ``budget`` tokens, close
 the think block where the model did not, and let it answer with the rest of the token budget.
 """
@@ -16,7 +19,15 @@ from typing import Any
 
 from saro.console import make_progress
 from saro.errors import SaroError
-from saro.models.generate import Conversation, Generation, Generator, SamplingParams, register_backend
+from saro.models.generate import (
+    Conversation,
+    Generation,
+    Generator,
+    SamplingParams,
+    encode_prompts,
+    register_backend,
+    render_prompts,
+)
 from saro.reasoning import close_reasoning
 
 log = logging.getLogger(__name__)
@@ -24,13 +35,21 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "vllm is not installed; pip install 'saro[gpu]' in a GPU environment"
 
 
-def _import_vllm() -> tuple[Any, Any]:
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>")
+
+
+def _import_vllm() -> tuple[Any, Any, Any]:
+    """vLLM's ``LLM``, ``SamplingParams`` and ``TokensPrompt`` (a plain dict where vllm.inputs lacks it)."""
     try:
         from vllm import LLM
         from vllm import SamplingParams as VSamplingParams
     except ImportError:
         raise SaroError(INSTALL_HINT) from None
-    return LLM, VSamplingParams
+    try:
+        from vllm.inputs import TokensPrompt
+    except ImportError:  # the engine accepts the same {"prompt_token_ids": [...]} dict
+        TokensPrompt = dict
+    return LLM, VSamplingParams, TokensPrompt
 
 
 class VLLMGenerator(Generator):
@@ -52,7 +71,7 @@ class VLLMGenerator(Generator):
         label: str | None = None,
         **engine_kw: Any,
     ) -> None:
-        LLM, self._SP = _import_vllm()
+        LLM, self._SP, self._TokensPrompt = _import_vllm()
         from saro.models.loading import resolve_source
 
         source = resolve_source(model)
@@ -76,16 +95,17 @@ class VLLMGenerator(Generator):
             install_template(self.tok, chat_template)
         self.batch_size = max(1, batch_size)
         self.label = label or model
+        self.stop_token_ids = _end_of_turn_ids(self.tok)
 
     def _prompts(self, conversations: Sequence[Conversation]) -> list[str]:
-        return [
-            self.tok.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True)
-            for c in conversations
-        ]
+        return render_prompts(self.tok, conversations)
 
     def _sampling(self, params: SamplingParams, max_tokens: int, n: int, seed: int) -> Any:
-        """Our SamplingParams -> vLLM's (greedy when temperature is 0)."""
+        """Our SamplingParams -> vLLM's (greedy when temperature is 0); generation stops at any end-of-turn token
+        of the template, as in the HF backend, even where the model's own eos is another one."""
         kw: dict[str, Any] = {"n": n, "max_tokens": max_tokens, "seed": seed}
+        if self.stop_token_ids:
+            kw["stop_token_ids"] = list(self.stop_token_ids)
         if params.temperature > 0:
             kw.update(temperature=params.temperature, top_p=params.top_p)
         else:
@@ -93,7 +113,8 @@ class VLLMGenerator(Generator):
         return self._SP(**kw)
 
     def _run(self, prompts: list[str], sp: Any) -> list[list[Generation]]:
-        outs = self.llm.generate(prompts, sp, use_tqdm=False)
+        ids = encode_prompts(self.tok, prompts)
+        outs = self.llm.generate([self._TokensPrompt(prompt_token_ids=p) for p in ids], sp, use_tqdm=False)
         return [
             [Generation(o.text, o.finish_reason == "stop", len(o.token_ids)) for o in req.outputs]
             for req in outs
@@ -159,6 +180,15 @@ class VLLMGenerator(Generator):
                 torch.cuda.empty_cache()
         except ImportError:  # pragma: no cover
             pass
+
+
+def _end_of_turn_ids(tok: Any) -> list[int]:
+    """The ids of the end-of-turn tokens this tokenizer has (besides its eos, which vLLM stops at anyway)."""
+    vocab = tok.get_vocab()
+    ids = {vocab[t] for t in END_OF_TURN_TOKENS if t in vocab}
+    if getattr(tok, "eos_token_id", None) is not None:
+        ids.add(tok.eos_token_id)
+    return sorted(ids)
 
 
 @register_backend("vllm")

@@ -14,11 +14,11 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from saro.errors import SaroError
-from saro.pipeline import StageContext
 from saro.prompts.categorize import fill_categories
 from saro.prompts.sources import RawPrompt, load_source, normalize
 from saro.recipe import PromptEntry, PromptsConfig
 from saro.records import Prompt, atomic_write_json, write_jsonl_atomic
+from saro.stage import StageContext
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 def _rewriter(ctx: StageContext):
     """LLM-assisted attacks rewrite through the RW teacher when one is configured (not the offline teacher)."""
-    t = ctx.recipe.synth_rw.teacher if ctx.recipe.synth_rw else None
+    t = ctx.recipe.synth_rw.teacher if ctx.recipe.synth_rw else None  # declared: synth_rw.teacher
     if t is None or t.backend == "offline":
         return None
-    from saro.models.teacher import make_rewriter
+    from saro.synth.answers import make_rewriter
 
-    return make_rewriter(t, ctx)
+    return make_rewriter(ctx, t)
 
 
 def _entries(cfg: PromptsConfig) -> dict[str, list[PromptEntry]]:

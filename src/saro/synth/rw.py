@@ -18,20 +18,11 @@ import random
 import re
 import statistics
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from saro.models.generate import SamplingParams, make_generator
-from saro.models.teacher import (
-    OfflineTeacher,
-    answer_id,
-    backend_kwargs,
-    base_text,
-    model_answers,
-    teacher_messages,
-    validate_teacher_output,
-)
-from saro.pipeline import StageContext
+from saro.models.generate import SamplingParams
 from saro.policy import NONE, Policy
 from saro.reasoning import parse
 from saro.recipe import SynthRWConfig
@@ -48,6 +39,10 @@ from saro.records import (
     stable_id,
     write_jsonl_atomic,
 )
+from saro.stage import StageContext
+from saro.synth.answers import answer_id, model_answers, stage_backend
+from saro.synth.teacher import OfflineTeacher, base_text
+from saro.synth.teacher_prompts import teacher_messages, validate_teacher_output
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +106,7 @@ def _model_candidates(ctx: StageContext, cfg: SynthRWConfig, prompts: list[Promp
     the stage finishes without it, the prompt's rejects say so.
     """
     spec = cfg.teacher
-    gen = make_generator(**backend_kwargs(spec, ctx, validate=validate_teacher_output))
+    gen = stage_backend(ctx, spec, validate=validate_teacher_output)
     label = f"{spec.backend}:{spec.model}"
     attempts = 1 if spec.backend == "openai" else spec.malformed_retries + 1
     errors_path = ctx.dir / "errors.jsonl"
@@ -201,6 +196,25 @@ def check_candidate(p: Prompt, text: str, verdict: str, policy: Policy, cfg: Syn
     return reasons
 
 
+_GROUPS = ("kind", "category", "attack")
+
+
+@dataclass
+class _Tally:
+    """What ``finalize`` accumulates over the prompts."""
+
+    rit: list[SFTExample] = field(default_factory=list)
+    sft_base: list[SFTExample] = field(default_factory=list)
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    acc: dict[str, Counter[str]] = field(default_factory=lambda: {k: Counter() for k in _GROUPS})
+    tot: dict[str, Counter[str]] = field(default_factory=lambda: {k: Counter() for k in _GROUPS})
+    reasons: Counter[str] = field(default_factory=Counter)
+    short_tokens: list[int] = field(default_factory=list)
+    random_tokens: list[int] = field(default_factory=list)
+    reasoning_tokens: list[int] = field(default_factory=list)
+    answer_tokens: list[int] = field(default_factory=list)
+
+
 def finalize(
     sdir: Path,
     prompts: list[Prompt],
@@ -218,151 +232,160 @@ def finalize(
     for c in cands:
         by_prompt[c.prompt_id].append(c)
     ok = [c for c in cands if c.status == "ok"]
-    judge = get_judge(cfg.judge)
     pmap = {p.id: p for p in prompts}
-    verdicts = judge.judge([JudgeInput(pmap[c.prompt_id].text, c.text) for c in ok])
+    verdicts = get_judge(cfg.judge).judge([JudgeInput(pmap[c.prompt_id].text, c.text) for c in ok])
     label = {c.id: v.label for c, v in zip(ok, verdicts, strict=True)}
-    rit, sft_base, rejects = [], [], []
-    acc: dict[str, Counter[str]] = {"kind": Counter(), "category": Counter(), "attack": Counter()}
-    tot: dict[str, Counter[str]] = {"kind": Counter(), "category": Counter(), "attack": Counter()}
-    reasons_count: Counter[str] = Counter()
-    short_tokens, random_tokens, all_reasoning, all_answer = [], [], [], []
+    errors = _request_errors(sdir)
     rng = random.Random(seed)
-    errors: dict[str, str] = {}
-    if (sdir / "errors.jsonl").exists():
-        for r in read_rows(sdir / "errors.jsonl"):
-            errors[r["candidate_id"]] = r["error"]
+    t = _Tally()
     for p in prompts:
         cs = sorted(by_prompt.get(p.id, []), key=lambda c: c.sample)
-        have = {c.sample for c in cs}
-        for k in range(cfg.k):
-            if k in have:
-                continue
-            cid = stable_id(p.id, k)
-            reason = f"request failed: {errors[cid]}" if cid in errors else "no candidate (stage incomplete)"
-            rejects.append(
-                {
-                    "id": cid,
-                    "prompt_id": p.id,
-                    "sample": k,
-                    "kind": p.kind,
-                    "category": p.category,
-                    "attack": p.attack,
-                    "reasons": [reason],
-                    "verdict": None,
-                }
-            )
-            reasons_count["request" if cid in errors else "missing"] += 1
-        passing = []
-        for c in cs:
-            reasons = (
-                [c.meta.get("reason", "malformed")]
-                if c.status != "ok"
-                else check_candidate(p, c.text, label[c.id], policy, cfg)
-            )
-            if reasons:
-                rejects.append(
-                    {
-                        "id": c.id,
-                        "prompt_id": p.id,
-                        "sample": c.sample,
-                        "kind": p.kind,
-                        "category": p.category,
-                        "attack": p.attack,
-                        "reasons": reasons,
-                        "verdict": label.get(c.id),
-                    }
-                )
-                reasons_count.update(r.split(":")[0] for r in reasons)
-            else:
-                passing.append(c)
+        _missing(p, cs, cfg, errors, t)
+        passing = _passing(p, cs, label, policy, cfg, t)
         for key, val in (("kind", p.kind), ("category", p.category), ("attack", p.attack or "none")):
-            tot[key][val] += 1
+            t.tot[key][val] += 1
             if passing:
-                acc[key][val] += 1
-        if not passing:
-            continue
-        lengths = [len(tokenizer(c.text, add_special_tokens=False)["input_ids"]) for c in passing]
-        best = min(range(len(passing)), key=lambda i: (lengths[i], passing[i].sample))
-        short_tokens.append(lengths[best])
-        random_tokens.append(lengths[rng.randrange(len(passing))])
-        chosen = passing[best]
-        parsed = parse(chosen.text)
-        n_r = len(tokenizer(parsed.reasoning or "", add_special_tokens=False)["input_ids"])
-        n_a = len(tokenizer(parsed.answer, add_special_tokens=False)["input_ids"])
-        all_reasoning.append(n_r)
-        all_answer.append(n_a)
-        meta = {
-            "prompt_id": p.id,
-            "kind": p.kind,
-            "category": p.category,
-            "attack": p.attack,
-            "source": p.source,
-            "teacher": teacher,
-            "k": cfg.k,
-            "passing": len(passing),
-            "sample": chosen.sample,
-            "reasoning_tokens": n_r,
-            "answer_tokens": n_a,
-            "judge": {cfg.judge: label[chosen.id]},
-        }
-        user = {ROLE: "user", CONTENT: p.text}
-        rit.append(
-            SFTExample(
-                id=stable_id(p.id, "rit_d"),
-                messages=[user, {ROLE: "assistant", CONTENT: chosen.text}],
-                meta=meta,
-            )
-        )
-        if cfg.safety_sft:
-            sft_base.append(
-                SFTExample(
-                    id=stable_id(p.id, "safety_sft"),
-                    messages=[user, {ROLE: "assistant", CONTENT: parsed.answer}],
-                    meta={**meta, "baseline": "safety_sft"},
-                )
-            )
-    write_jsonl_atomic(sdir / "rit_d.jsonl", rit)
-    write_jsonl_atomic(sdir / "rejects.jsonl", rejects)
+                t.acc[key][val] += 1
+        if passing:
+            _accept(p, passing, label, tokenizer, rng, cfg, teacher, t)
+    write_jsonl_atomic(sdir / "rit_d.jsonl", t.rit)
+    write_jsonl_atomic(sdir / "rejects.jsonl", t.rejects)
     if cfg.safety_sft:
-        write_jsonl_atomic(sdir / "safety_sft.jsonl", sft_base)
+        write_jsonl_atomic(sdir / "safety_sft.jsonl", t.sft_base)
+    stats = _stats(prompts, cands, cfg, t)
+    atomic_write_json(sdir / "stats.json", stats)
+    srs = stats["shortest_rejection_sampling"]
+    log.info(
+        "RIT-D: %d/%d prompts accepted; SRS token reduction %.1f%% (k=%d)",
+        len(t.rit),
+        len(prompts),
+        100 * srs["token_reduction"],
+        cfg.k,
+    )
+    return {"accepted": len(t.rit), "prompts": len(prompts), "srs_token_reduction": srs["token_reduction"]}
 
+
+def _request_errors(sdir: Path) -> dict[str, str]:
+    """Candidate id -> the last error of a request that never produced a candidate."""
+    if not (sdir / "errors.jsonl").exists():
+        return {}
+    return {r["candidate_id"]: r["error"] for r in read_rows(sdir / "errors.jsonl")}
+
+
+def _reject(p: Prompt, cid: str, sample: int, reasons: list[str], verdict: str | None) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "prompt_id": p.id,
+        "sample": sample,
+        "kind": p.kind,
+        "category": p.category,
+        "attack": p.attack,
+        "reasons": reasons,
+        "verdict": verdict,
+    }
+
+
+def _missing(p: Prompt, cs: list[Trajectory], cfg: SynthRWConfig, errors: dict[str, str], t: _Tally) -> None:
+    """A reject for every sample index without a candidate (its request failed, or the stage is incomplete)."""
+    have = {c.sample for c in cs}
+    for k in range(cfg.k):
+        if k in have:
+            continue
+        cid = stable_id(p.id, k)
+        reason = f"request failed: {errors[cid]}" if cid in errors else "no candidate (stage incomplete)"
+        t.rejects.append(_reject(p, cid, k, [reason], None))
+        t.reasons["request" if cid in errors else "missing"] += 1
+
+
+def _passing(
+    p: Prompt, cs: list[Trajectory], label: dict[str, str], policy: Policy, cfg: SynthRWConfig, t: _Tally
+) -> list[Trajectory]:
+    """The candidates that pass; every other one becomes a reject with its reasons."""
+    passing = []
+    for c in cs:
+        if c.status != "ok":
+            reasons = [c.meta.get("reason", "malformed")]
+        else:
+            reasons = check_candidate(p, c.text, label[c.id], policy, cfg)
+        if reasons:
+            t.rejects.append(_reject(p, c.id, c.sample, reasons, label.get(c.id)))
+            t.reasons.update(r.split(":")[0] for r in reasons)
+        else:
+            passing.append(c)
+    return passing
+
+
+def _accept(
+    p: Prompt,
+    passing: list[Trajectory],
+    label: dict[str, str],
+    tokenizer: Any,
+    rng: random.Random,
+    cfg: SynthRWConfig,
+    teacher: str,
+    t: _Tally,
+) -> None:
+    """Shortest Rejection Sampling: keep the shortest passing candidate (and its SafetySFT twin)."""
+    lengths = [len(tokenizer(c.text, add_special_tokens=False)["input_ids"]) for c in passing]
+    best = min(range(len(passing)), key=lambda i: (lengths[i], passing[i].sample))
+    t.short_tokens.append(lengths[best])
+    t.random_tokens.append(lengths[rng.randrange(len(passing))])
+    chosen = passing[best]
+    parsed = parse(chosen.text)
+    n_r = len(tokenizer(parsed.reasoning or "", add_special_tokens=False)["input_ids"])
+    n_a = len(tokenizer(parsed.answer, add_special_tokens=False)["input_ids"])
+    t.reasoning_tokens.append(n_r)
+    t.answer_tokens.append(n_a)
+    meta = {
+        "prompt_id": p.id,
+        "kind": p.kind,
+        "category": p.category,
+        "attack": p.attack,
+        "source": p.source,
+        "teacher": teacher,
+        "k": cfg.k,
+        "passing": len(passing),
+        "sample": chosen.sample,
+        "reasoning_tokens": n_r,
+        "answer_tokens": n_a,
+        "judge": {cfg.judge: label[chosen.id]},
+    }
+    user = {ROLE: "user", CONTENT: p.text}
+    messages = [user, {ROLE: "assistant", CONTENT: chosen.text}]
+    t.rit.append(SFTExample(id=stable_id(p.id, "rit_d"), messages=messages, meta=meta))
+    if cfg.safety_sft:
+        base = [user, {ROLE: "assistant", CONTENT: parsed.answer}]
+        meta_b = {**meta, "baseline": "safety_sft"}
+        t.sft_base.append(SFTExample(id=stable_id(p.id, "safety_sft"), messages=base, meta=meta_b))
+
+
+def _stats(prompts: list[Prompt], cands: list[Trajectory], cfg: SynthRWConfig, t: _Tally) -> dict[str, Any]:
     def rate(key: str) -> dict[str, dict[str, float | int]]:
         return {
-            k: {"accepted": acc[key][k], "total": n, "rate": round(acc[key][k] / n, 3)}
-            for k, n in tot[key].items()
+            k: {"accepted": t.acc[key][k], "total": n, "rate": round(t.acc[key][k] / n, 3)}
+            for k, n in t.tot[key].items()
         }
 
-    mean = statistics.fmean
-    stats = {
+    def mean(xs: list[int]) -> float:
+        return round(statistics.fmean(xs), 1) if xs else 0
+
+    short, rand = t.short_tokens, t.random_tokens
+    return {
         "prompts": len(prompts),
         "candidates": len(cands),
-        "accepted": len(rit),
-        "rejected_candidates": len(rejects),
-        "rejection_reasons": dict(reasons_count),
+        "accepted": len(t.rit),
+        "rejected_candidates": len(t.rejects),
+        "rejection_reasons": dict(t.reasons),
         "acceptance": {"kind": rate("kind"), "category": rate("category"), "attack": rate("attack")},
         "tokens": {
-            "reasoning_mean": round(mean(all_reasoning), 1) if all_reasoning else 0,
-            "answer_mean": round(mean(all_answer), 1) if all_answer else 0,
-            "total_mean": round(mean(short_tokens), 1) if short_tokens else 0,
+            "reasoning_mean": mean(t.reasoning_tokens),
+            "answer_mean": mean(t.answer_tokens),
+            "total_mean": mean(short),
         },
         "shortest_rejection_sampling": {
             "k": cfg.k,
-            "mean_tokens_shortest": round(mean(short_tokens), 1) if short_tokens else 0,
-            "mean_tokens_random_passing": round(mean(random_tokens), 1) if random_tokens else 0,
-            "token_reduction": round(1 - sum(short_tokens) / sum(random_tokens), 4) if random_tokens else 0.0,
+            "mean_tokens_shortest": mean(short),
+            "mean_tokens_random_passing": mean(rand),
+            "token_reduction": round(1 - sum(short) / sum(rand), 4) if rand else 0.0,
         },
-    }
-    atomic_write_json(sdir / "stats.json", stats)
-    log.info(
-        "RIT-D: %d/%d prompts accepted; SRS token reduction %.1f%% (k=%d)",
-        len(rit),
-        len(prompts),
-        100 * stats["shortest_rejection_sampling"]["token_reduction"],
-        cfg.k,
-    )
-    return {
-        "accepted": len(rit),
-        "prompts": len(prompts),
-        "srs_token_reduction": stats["shortest_rejection_sampling"]["token_reduction"],
     }

@@ -146,7 +146,8 @@ class SaroSFTConfig(_SaroFields, SFTConfig):
         super().__post_init__()
 
 
-# The loss types TRL 1.16's DPOTrainer implements (it only checks them at the first training step).
+# The loss types TRL 1.16's DPOTrainer implements (it only checks them at the first training step; TRL exposes the
+# list only in the field's help text, so tests/test_train.py checks this copy against it; TRL is pinned to 1.16).
 DPO_LOSS_TYPES = (
     "sigmoid",
     "hinge",

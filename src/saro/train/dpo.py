@@ -20,8 +20,9 @@ from trl import DPOTrainer
 
 from saro.errors import SaroError
 from saro.records import CHOSEN, PROMPT, REJECTED, atomic_write_text
-from saro.train import common
+from saro.train import checkpoints, dist, loading, metrics, save
 from saro.train.audit import audit_dpo
+from saro.train.callbacks import stage_callbacks
 from saro.train.config import SaroDPOConfig
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def train_dpo(
     train_file: Path,
     eval_file: Path | None = None,
     callbacks: Iterable[Any] | None = None,
+    method: str | None = None,
 ) -> dict[str, Any]:
     """Train the SRPO model from ``cfg.model`` (the RW model); resumes from the last complete checkpoint in
     ``cfg.output_dir``; returns a summary.
@@ -67,35 +69,35 @@ def train_dpo(
     """
     out = Path(cfg.output_dir)
     cols = ["id", PROMPT, CHOSEN, REJECTED]
-    tok, template, eot = common.load_training_tokenizer(cfg)
-    train_ds = common.load_jsonl_dataset(Path(train_file), cols, "train_dpo")
-    eval_ds = common.load_jsonl_dataset(Path(eval_file), cols, "train_dpo") if eval_file else None
+    tok, template, eot = loading.load_training_tokenizer(cfg)
+    train_ds = loading.load_jsonl_dataset(Path(train_file), cols, "train_dpo")
+    eval_ds = loading.load_jsonl_dataset(Path(eval_file), cols, "train_dpo") if eval_file else None
     ids = list(train_ds["id"])
     if len(set(ids)) != len(ids):
         raise SaroError(f"train_dpo: {train_file} has duplicate pair ids")
 
     ref_source = cfg.ref_model or cfg.model
-    fingerprint = common.run_fingerprint(
+    fingerprint = checkpoints.run_fingerprint(
         "dpo",
         cfg,
         [train_file, eval_file],
-        {"template": tok.chat_template, "ref": common.model_fingerprint(ref_source)},
+        {"template": tok.chat_template, "ref": loading.model_fingerprint(ref_source)},
     )
-    done, resume = common.prepare_run_dir(out, fingerprint, "dpo")
+    done, resume = checkpoints.prepare_run_dir(out, fingerprint, "dpo")
     if done:
-        log.info("train_dpo: %s is already complete", out / common.FINAL)
-        return common.read_summary(out)
+        log.info("train_dpo: %s is already complete", out / checkpoints.FINAL)
+        return checkpoints.read_summary(out)
 
     audit = audit_dpo(tok, list(train_ds[PROMPT]), list(train_ds[CHOSEN]), list(train_ds[REJECTED]), eot, cfg)
     dropped = set(audit.pop("_dropped_all"))
     audit["template"] = template
-    common.enforce_audit("train_dpo", audit, out, cfg.audit)
+    metrics.enforce_audit("train_dpo", audit, out, cfg.audit)
 
     trainer, source, cached = None, None, False
-    if common.finished_checkpoint(resume):
+    if checkpoints.finished_checkpoint(resume):
         # Killed after the last checkpoint: the Trainer would take one step too many, so finish from the files.
         log.info("train_dpo: %s holds the last step; writing final/ from it", resume.name)
-        summary, history = common.summary_from_checkpoint(resume, "dpo", cfg.world_size)
+        summary, history = checkpoints.summary_from_checkpoint(resume, "dpo", cfg.world_size)
         source = resume
     else:
         trainer, cached = _trainer(
@@ -104,7 +106,7 @@ def train_dpo(
         if resume:
             log.info("train_dpo: resuming from %s", resume.name)
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        summary, history = common.train_summary(trainer, result, "dpo", resume), trainer.state.log_history
+        summary, history = metrics.train_summary(trainer, result, "dpo", resume), trainer.state.log_history
 
     last = _last_with(history, "rewards/margins")
     summary.update(
@@ -119,12 +121,14 @@ def train_dpo(
             "rewards/rejected": last.get("rewards/rejected"),
             "rewards/margins": last.get("rewards/margins"),
             "rewards/accuracies": last.get("rewards/accuracies"),
-            "final_dir": str(out / common.FINAL),
+            "final_dir": str(out / checkpoints.FINAL),
+            "method": method or "SRPO",  # named in the model card
+            "train_file": str(train_file),
         }
     )
-    common.write_metrics(out, summary, history)
+    metrics.write_metrics(out, summary, history)
     info = {"stage": "dpo", "fingerprint": fingerprint, **summary}
-    common.save_final(trainer, cfg, tok, eot, info, source=source)
+    save.save_final(trainer, cfg, tok, eot, info, source=source)
     log.info(
         "train_dpo: %d steps, margins %s, accuracy %s; model in %s",
         summary["global_step"],
@@ -155,7 +159,7 @@ def _trainer(
         stored = _read_ref_logps(out, ref_key)
         kept = {x for i, x in enumerate(ids) if i not in dropped}  # TRL drops the others before its pass
         if stored is not None and kept <= stored.keys():
-            with common.state().main_process_first():
+            with dist.state().main_process_first():
                 train_ds = train_ds.map(
                     lambda row: dict(
                         zip((_RC, _RR), stored.get(row["id"], (math.nan, math.nan)), strict=True)
@@ -164,14 +168,14 @@ def _trainer(
                 )
             cached = True
 
-    model = common.load_training_model(cfg)
+    model = loading.load_training_model(cfg)
     ref_model = None
-    same_ref = cfg.ref_model is None or common.model_fingerprint(cfg.ref_model) == common.model_fingerprint(
+    same_ref = cfg.ref_model is None or loading.model_fingerprint(cfg.ref_model) == loading.model_fingerprint(
         cfg.model
     )
     if not cached and (not same_ref or (not cfg.use_lora and not cfg.precompute_ref_log_probs)):
         # An explicit copy: TRL would otherwise re-load the reference from config._name_or_path.
-        ref_model = common.load_training_model(cfg, ref_source)
+        ref_model = loading.load_training_model(cfg, ref_source)
     if not same_ref and cfg.use_lora:
         log.info(
             "train_dpo: LoRA with a separate reference model %s (adapters stay on the policy only)",
@@ -184,8 +188,8 @@ def _trainer(
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tok,
-        peft_config=common.lora_config(cfg),
-        callbacks=common.stage_callbacks(cfg, tok, callbacks),
+        peft_config=loading.lora_config(cfg),
+        callbacks=stage_callbacks(cfg, tok, callbacks),
         ref_store=(out, ref_key),
     )
     if cfg.precompute_ref_log_probs and trainer.ref_model is not None:
@@ -206,14 +210,14 @@ def _last_with(history: list[dict[str, Any]], key: str) -> dict[str, Any]:
 def _ref_key(cfg: SaroDPOConfig, train_file: Path, template: str | None, ref_source: str) -> str:
     """What the reference log-probs depend on: data, reference weights, tokenisation, truncation, ld_alpha."""
     payload = {
-        "data": common.file_sha256(Path(train_file)),
-        "ref": common.model_fingerprint(ref_source),
+        "data": loading.file_sha256(Path(train_file)),
+        "ref": loading.model_fingerprint(ref_source),
         "lora_base": cfg.use_lora and cfg.ref_model is None,
         "template": template,
         "max_length": cfg.max_length,
         "truncation_mode": cfg.truncation_mode,
         "ld_alpha": cfg.ld_alpha,
-        "dtype": str(common.training_dtype(cfg)),
+        "dtype": str(loading.training_dtype(cfg)),
         "bf16": cfg.bf16,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

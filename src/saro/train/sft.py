@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from saro.records import MESSAGES
-from saro.train import common
+from saro.train import checkpoints, loading, metrics, save
 from saro.train.audit import audit_sft
+from saro.train.callbacks import stage_callbacks
 from saro.train.config import SaroSFTConfig
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ def train_sft(
     train_file: Path,
     eval_file: Path | None = None,
     callbacks: Iterable[Any] | None = None,
+    method: str | None = None,
 ) -> dict[str, Any]:
     """Train the RW model; resumes from the last complete checkpoint in ``cfg.output_dir``; returns a summary.
 
@@ -33,48 +35,52 @@ def train_sft(
     from trl import SFTTrainer
 
     out = Path(cfg.output_dir)
-    tok, template, eot = common.load_training_tokenizer(cfg)
-    train_ds = common.load_jsonl_dataset(Path(train_file), [MESSAGES], "train_sft")
-    eval_ds = common.load_jsonl_dataset(Path(eval_file), [MESSAGES], "train_sft") if eval_file else None
+    tok, template, eot = loading.load_training_tokenizer(cfg)
+    train_ds = loading.load_jsonl_dataset(Path(train_file), [MESSAGES], "train_sft")
+    eval_ds = loading.load_jsonl_dataset(Path(eval_file), [MESSAGES], "train_sft") if eval_file else None
 
-    fingerprint = common.run_fingerprint("sft", cfg, [train_file, eval_file], {"template": tok.chat_template})
-    done, resume = common.prepare_run_dir(out, fingerprint, "sft")
+    fingerprint = checkpoints.run_fingerprint(
+        "sft", cfg, [train_file, eval_file], {"template": tok.chat_template}
+    )
+    done, resume = checkpoints.prepare_run_dir(out, fingerprint, "sft")
     if done:
-        log.info("train_sft: %s is already complete", out / common.FINAL)
-        return common.read_summary(out)
+        log.info("train_sft: %s is already complete", out / checkpoints.FINAL)
+        return checkpoints.read_summary(out)
 
     audit = audit_sft(tok, list(train_ds[MESSAGES]), eot, cfg)
     audit["template"] = template
-    common.enforce_audit("train_sft", audit, out, cfg.audit)
+    metrics.enforce_audit("train_sft", audit, out, cfg.audit)
 
     trainer, source = None, None
-    if common.finished_checkpoint(resume):
+    if checkpoints.finished_checkpoint(resume):
         # Killed after the last checkpoint: the Trainer would take one step too many, so finish from the files.
         log.info("train_sft: %s holds the last step; writing final/ from it", resume.name)
-        summary, history = common.summary_from_checkpoint(resume, "sft", cfg.world_size)
+        summary, history = checkpoints.summary_from_checkpoint(resume, "sft", cfg.world_size)
         source = resume
     else:
         trainer = SFTTrainer(
-            model=common.load_training_model(cfg),
+            model=loading.load_training_model(cfg),
             args=cfg,
             train_dataset=train_ds,
             eval_dataset=eval_ds,
             processing_class=tok,
-            peft_config=common.lora_config(cfg),
-            callbacks=common.stage_callbacks(cfg, tok, callbacks),
+            peft_config=loading.lora_config(cfg),
+            callbacks=stage_callbacks(cfg, tok, callbacks),
         )
         if resume:
             log.info("train_sft: resuming from %s", resume.name)
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        summary, history = common.train_summary(trainer, result, "sft", resume), trainer.state.log_history
+        summary, history = metrics.train_summary(trainer, result, "sft", resume), trainer.state.log_history
 
     summary["examples"] = len(train_ds)
     summary["template"] = template
     summary["audit_ok"] = audit["ok"]
-    summary["final_dir"] = str(out / common.FINAL)
-    common.write_metrics(out, summary, history)
+    summary["final_dir"] = str(out / checkpoints.FINAL)
+    summary["method"] = method or "RW"  # named in the model card
+    summary["train_file"] = str(train_file)
+    metrics.write_metrics(out, summary, history)
     info = {"stage": "sft", "fingerprint": fingerprint, **summary}
-    final = common.save_final(trainer, cfg, tok, eot, info, source=source)
+    final = save.save_final(trainer, cfg, tok, eot, info, source=source)
     log.info(
         "train_sft: %d steps, loss %s -> %s, %s tokens/s; model in %s",
         summary["global_step"],

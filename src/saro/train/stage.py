@@ -14,14 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from saro.errors import SaroError
-from saro.pipeline import RunDir, StageContext, copy_tree, upstream_hashes
 from saro.recipe import TRAIN_KEYS, iter_variants
 from saro.records import read_rows, stable_id, write_jsonl_atomic
+from saro.stage import RunDir, StageContext, copy_tree
 
 log = logging.getLogger(__name__)
 
 SFT_DATA = {"rit_d": "rit_d.jsonl", "safety_sft": "safety_sft.jsonl"}
 DPO_DATA = {"srpo": "pairs.jsonl", "safety_dpo": "safety_dpo.jsonl"}
+# the method each dataset trains (named in the model card)
+METHOD = {"rit_d": "RW", "safety_sft": "SafetySFT", "srpo": "SRPO", "safety_dpo": "SafetyDPO"}
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -75,9 +77,13 @@ def keep_unchanged(ctx: StageContext, previous: dict[str, Any]) -> None:
 
 def variant_hash(ctx: StageContext, section: dict[str, Any]) -> str:
     """What one trained model depends on: its own settings, the base model, the seed and the upstream stages."""
-    deps = upstream_hashes(ctx.recipe, ctx.stage, section)
-    model = ctx.recipe.model.model_dump(mode="json", exclude_defaults=True)
-    return stable_id(ctx.stage, section, model, ctx.seed, deps)
+    from saro.stages import get
+    from saro.train.resolve import resolve_training
+
+    deps = ctx.upstream_hashes(section)
+    model = ctx.recipe.model.model_dump(mode="json")
+    resolved = resolve_training(ctx.stage, section)  # defaults included: a changed default retrains
+    return stable_id(ctx.stage, resolved, model, ctx.seed, deps, get(ctx.stage).code_version)
 
 
 def _reuse_variant(
@@ -137,7 +143,7 @@ def train_variant(ctx: StageContext, variant: str | None, section: dict[str, Any
         cfg = build_sft_config(
             {**_model_defaults(ctx), "model": ctx.recipe.model.source, **args}, str(out_dir)
         )
-        summary = train_sft(cfg, train_file)
+        summary = train_sft(cfg, train_file, method=METHOD[data])
     else:
         from saro.train.config import build_dpo_config
         from saro.train.dpo import train_dpo
@@ -159,7 +165,7 @@ def train_variant(ctx: StageContext, variant: str | None, section: dict[str, Any
             },
             str(out_dir),
         )
-        summary = train_dpo(cfg, train_file)
+        summary = train_dpo(cfg, train_file, method=METHOD[data])
     summary = dict(summary or {})
     summary.update(data=str(train_file), final=str(final))
     return summary

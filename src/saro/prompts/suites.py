@@ -1,6 +1,6 @@
 """Benchmark suites: versioned YAML files that expand into eval prompt entries.
 
-A suite (``src/saro/evaluate/suites/<name>.yaml``, or any YAML path) has a ``name``, a ``version``, a ``type``
+A suite (``src/saro/prompts/suites/<name>.yaml``, or any YAML path) has a ``name``, a ``version``, a ``type``
 (harmful, jailbreak, overrefusal, capability; ``set`` for a named list of other suites), prompt ``entries`` in the
 recipe's ``prompts.eval`` format (source, n, options, attacks) and ``sampling`` settings (greedy by default).
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -98,6 +99,8 @@ def load_suite(name: str) -> Suite:
     path = _suite_path(name)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise SaroError(f"{path}: not valid UTF-8 (byte {e.start})") from None
     except yaml.YAMLError as e:
         raise SaroError(f"{path}: invalid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict):
@@ -129,7 +132,7 @@ def _ref(ref: str | dict[str, Any] | SuiteRef) -> SuiteRef:
         raise SaroError(f"eval suite reference {ref!r}: key '{loc}': {err['msg']}") from None
 
 
-def resolve_suites(refs: list[str | dict[str, Any] | SuiteRef]) -> list[tuple[Suite, SuiteRef]]:
+def resolve_suites(refs: Sequence[str | dict[str, Any] | SuiteRef]) -> list[tuple[Suite, SuiteRef]]:
     """Flatten references (sets expand into their members; an outer ``n``/``options`` wins) into suites."""
     out: list[tuple[Suite, SuiteRef]] = []
     seen: dict[str, str] = {}
@@ -184,7 +187,7 @@ def suite_entries(suite: Suite, ref: SuiteRef) -> list[dict[str, Any]]:
 
 
 def expand_suites(
-    refs: list[str | dict[str, Any] | SuiteRef],
+    refs: Sequence[str | dict[str, Any] | SuiteRef],
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Eval prompt entries for the referenced suites, and ``suite_info`` (suite name -> version, type, sampling)."""
     entries: list[dict[str, Any]] = []
@@ -208,3 +211,16 @@ def suite_sampling(info: dict[str, Any] | None) -> SuiteSampling:
     if not info or "sampling" not in info:
         return SuiteSampling()
     return SuiteSampling.model_validate(info["sampling"])
+
+
+def suite_files(refs: Sequence[str | dict[str, Any] | SuiteRef]) -> list[Path]:
+    """Every suite YAML the references read (sets and the suites they include), for the stage hash."""
+    out: set[Path] = set()
+    todo = [_ref(r) for r in refs]
+    while todo:
+        suite = load_suite(todo.pop().name)
+        path = Path(suite.path or "").resolve()
+        if path not in out:
+            out.add(path)
+            todo.extend(_ref(r) for r in suite.include)
+    return sorted(out)

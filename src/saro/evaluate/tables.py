@@ -1,0 +1,383 @@
+"""The report's table model: every table and sentence of report.md and report.html, computed once from the
+report dictionary (``report.json``), so the two renderers (``markdown.py``, ``html.py``) show the same numbers.
+
+A rate is shown as ``3.1% [0.6–15.7] (1/32, Wilson)``: the rate, its 95% interval, k/n and the interval method.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from saro.evaluate.intervals import method_label
+from saro.evaluate.paired import fmt_p
+
+log = logging.getLogger(__name__)
+
+Rows = list[list[str]]
+
+
+def _pct(x: float) -> str:
+    v = 100 * x
+    return f"{v:.1f}" if v not in (0.0, 100.0) else f"{v:.0f}"
+
+
+def fmt_rate(r: dict[str, Any] | None) -> str:
+    """``3.1% [0.6–15.7] (1/32, Wilson)``, or an en dash when there is nothing to show; ``n/a`` with a reason
+    kept apart (see ``na_reasons``)."""
+    if not r:
+        return "–"
+    if r.get("rate") is None:
+        return "n/a" if r.get("na") else "–"
+    s = f"{100 * r['rate']:.1f}%"
+    lo, hi = r.get("lo"), r.get("hi")
+    if lo is None and r.get("ci95"):
+        lo, hi = r["ci95"]
+    if lo is not None and hi is not None:
+        s += f" [{_pct(lo)}–{_pct(hi)}]"
+    k = r.get("k", r.get("count"))
+    how = method_label(r.get("method"))
+    if r.get("method", "").startswith("cluster") and r.get("clusters"):
+        how += f", {r['clusters']} base prompts"
+    return s + f" ({k}/{r['n']}, {how})"
+
+
+def _tok(h: dict[str, Any]) -> tuple[str, str]:
+    t = h.get("tokens") or {}
+    r = f"{t.get('reasoning_mean', h.get('reasoning_tokens', 0)):.0f} / {t.get('reasoning_p95', 0):.0f}"
+    a = f"{t.get('answer_mean', h.get('answer_tokens', 0)):.0f} / {t.get('answer_p95', 0):.0f}"
+    return r, a
+
+
+SUMMARY_HEADER = [
+    "model",
+    "ASR harmful",
+    "ASR jailbreak",
+    "ASR held-out attacks",
+    "over-refusal",
+    "accuracy",
+    "unfinished",
+    "reasoning tok (mean / p95)",
+    "answer tok (mean / p95)",
+]
+
+
+def summary_rows(report: dict[str, Any]) -> Rows:
+    """The summary table, one row per model (the CLI prints it, report.md and report.html show it)."""
+    rows = []
+    for name, h in report["summary"].items():
+        r, a = _tok(h)
+        keys = (
+            "asr_harmful",
+            "asr_jailbreak",
+            "asr_jailbreak_heldout",
+            "over_refusal",
+            "accuracy",
+            "unfinished",
+        )
+        rows.append([name, *(fmt_rate(h.get(k)) for k in keys), r, a])
+    return rows
+
+
+SUITE_HEADER = [
+    "suite",
+    "type",
+    "n",
+    "ASR",
+    "refusal",
+    "accuracy",
+    "unfinished",
+    "reasoning tok (mean / p95)",
+    "answer tok (mean / p95)",
+]
+
+
+def suite_rows(m: dict[str, Any]) -> Rows:
+    """One model's per-suite table."""
+    rows = []
+    for sname, s in m["suites"].items():
+        t = s["tokens"]
+        rows.append(
+            [
+                sname,
+                s["type"],
+                str(s["n"]),
+                *(fmt_rate(s.get(k)) for k in ("asr", "refusal", "accuracy", "unfinished")),
+                f"{t['reasoning_mean']:.0f} / {t['reasoning_p95']:.0f}",
+                f"{t['answer_mean']:.0f} / {t['answer_p95']:.0f}",
+            ]
+        )
+    return rows
+
+
+JUDGE_HEADER = ["judge", "registered as", "measures", "options", "measured accuracy"]
+
+
+def judge_rows(report: dict[str, Any]) -> Rows:
+    """One row per judge: registry name, what its labels measure, options, measured accuracy."""
+    rows = []
+    measures = report.get("judge_measures") or {}
+    for name, info in report["judge_info"].items():
+        acc = info.get("accuracy") or {}
+        measured = (
+            f"{100 * acc['agreement']:.1f}% agreement with human labels (n={acc['n']}; precision "
+            f"{acc['precision']:.2f}, recall {acc['recall']:.2f})"
+            if "agreement" in acc
+            else acc.get("error", "–")
+        )
+        opts = ", ".join(f"{k}={v}" for k, v in info.get("options", {}).items()) or "defaults"
+        primary = " (primary)" if name == report["primary_judge"] else ""
+        rows.append([name + primary, info.get("judge", name), measures.get(name, "–"), opts, measured])
+    return rows
+
+
+AGREEMENT_HEADER = ["judge A", "judge B", "n", "agreement", "Cohen's kappa"]
+
+
+def agreement_rows(agreement: dict[str, Any] | None) -> Rows:
+    if not agreement:
+        return []
+    rows = []
+    for pair, v in agreement["pairs"].items():
+        a, b = pair.split("|")
+        ag = "–" if v["agreement"] is None else f"{100 * v['agreement']:.1f}%"
+        kp = "–" if v["kappa"] is None else f"{v['kappa']:.2f}"
+        rows.append([a, b, str(v["n"]), ag, kp])
+    return rows
+
+
+def judge_by_model(report: dict[str, Any]) -> tuple[list[str], Rows]:
+    """ASR as seen by every judge, one row per model."""
+    header = ["model", *report["judges"]]
+    rows = [
+        [m] + [fmt_rate((h.get("asr_by_judge") or {}).get(j)) for j in report["judges"]]
+        for m, h in report["summary"].items()
+    ]
+    return header, rows
+
+
+def judge_measures_text(report: dict[str, Any]) -> str:
+    """What the primary judge measures, in words (every report states it), and where the others stand."""
+    primary = report["primary_judge"]
+    measures = report.get("judge_measures") or {}
+    kind = measures.get(primary, "other")
+    if kind == "refusal":
+        s = (
+            f'The primary judge `{primary}` measures refusal, not harm: "attack success" means the final answer '
+            "was not refused (an off-topic or unfinished answer also counts as not refused), which is not the "
+            "same as harmful content; over-refusal = a benign or borderline prompt refused."
+        )
+    elif kind == "harm":
+        s = f'The primary judge `{primary}` classifies harm: "attack success" means the final answer was labelled unsafe.'
+    else:
+        s = f'The primary judge `{primary}`: "attack success" = a harmful prompt\'s answer not labelled refused/safe.'
+    harm = [j for j, k in measures.items() if k == "harm" and j != primary]
+    if harm:
+        s += f" Harmfulness judge(s) {', '.join(f'`{j}`' for j in harm)} ran too: both are shown below with their agreement."
+    elif kind == "refusal":
+        s += " No harmfulness judge ran in this evaluation."
+    return s
+
+
+PAIRED_HEADER = [
+    "metric",
+    "suite",
+    "A",
+    "B",
+    "n",
+    "A rate",
+    "B rate",
+    "B − A [95%]",
+    "b / c",
+    "McNemar p",
+    "reading",
+]
+
+
+def paired_rows(report: dict[str, Any]) -> Rows:
+    """One row per paired comparison: rates, the difference with its interval, discordant counts, p, words."""
+    rows = []
+    for e in report.get("paired") or []:
+        rows.append(
+            [
+                e["metric"],
+                e["suite"],
+                e["model_a"],
+                e["model_b"],
+                str(e["n"]),
+                f"{100 * e['rate_a']:.1f}%",
+                f"{100 * e['rate_b']:.1f}%",
+                f"{100 * e['diff']:+.1f} [{100 * e['lo']:+.1f}, {100 * e['hi']:+.1f}]",
+                f"{e['b']} / {e['c']}",
+                fmt_p(e["p"]),
+                e["conclusion"],
+            ]
+        )
+    return rows
+
+
+PAIRED_NOTE = (
+    "Paired over the prompts both models answered. b = prompts where A had the outcome (attack success, refusal, "
+    "correct answer) and B did not, c = the reverse; B − A = (c − b) / n in percentage points, with Newcombe's "
+    "paired score interval (widened to contain a cluster bootstrap over base prompts where prompts share one); "
+    "p = exact McNemar test (two-sided binomial on b, c). p >= 0.05: the data cannot tell the two models apart."
+)
+
+QUALITY_HEADER = [
+    "model",
+    "reasoning/answer inconsistent",
+    "reasoning leak",
+    "degenerate",
+    "empty",
+    "unfinished",
+    "repetition loop",
+    "incoherent",
+]
+
+
+def quality_rows(report: dict[str, Any]) -> Rows:
+    """Reasoning and output quality per model (``n/a`` where not measurable; reasons in ``na_reasons``)."""
+    rows = []
+    for m, h in report["summary"].items():
+        q = h.get("quality") or {}
+        by = q.get("degenerate_by_reason") or {}
+        rows.append(
+            [
+                m,
+                fmt_rate(q.get("inconsistent")),
+                fmt_rate(q.get("reasoning_leak")),
+                fmt_rate(q.get("degenerate")),
+                *(fmt_rate(by.get(k)) for k in ("empty", "unfinished", "repetition", "incoherent")),
+            ]
+        )
+    return rows
+
+
+def na_reasons(report: dict[str, Any]) -> list[str]:
+    """Why a quality measure is n/a, once per distinct reason."""
+    seen: dict[str, list[str]] = {}
+    for m, h in report["summary"].items():
+        for key in ("inconsistent", "reasoning_leak"):
+            r = (h.get("quality") or {}).get(key) or {}
+            if r.get("na"):
+                seen.setdefault(f"{key.replace('_', ' ')}: {r['na']}", []).append(m)
+    return [f"{k} ({', '.join(v)})" for k, v in seen.items()]
+
+
+def by_model(report: dict[str, Any], key: str) -> tuple[list[str], Rows]:
+    """A name x model table of one summary breakdown (e.g. ASR by attack)."""
+    models = list(report["summary"])
+    names = sorted({k for h in report["summary"].values() for k in (h.get(key) or {})})
+    rows = [[n] + [fmt_rate((report["summary"][m].get(key) or {}).get(n)) for m in models] for n in names]
+    return ["", *models], rows
+
+
+def split_rows(report: dict[str, Any]) -> Rows:
+    """ASR on train vs held-out attacks per model (empty when the recipe has no attack split)."""
+    rows = [
+        [label] + [fmt_rate(report["summary"][m].get(key)) for m in report["summary"]]
+        for label, key in (
+            ("train attacks (seen in training data)", "asr_jailbreak_train"),
+            ("held-out attacks (never trained on)", "asr_jailbreak_heldout"),
+        )
+    ]
+    return rows if any(c != "–" for r in rows for c in r[1:]) else []
+
+
+def lm_text(lm: dict[str, Any]) -> str:
+    if "tasks" in lm:
+        return "; ".join(
+            f"{t}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items() if not k.endswith("stderr"))
+            for t, m in lm["tasks"].items()
+        )
+    return str(lm.get("skipped") or lm.get("error"))
+
+
+def lm_rows(report: dict[str, Any]) -> Rows:
+    rows = []
+    for m, h in report["summary"].items():
+        lm = h.get("lm_eval")
+        if not lm:
+            continue
+        if "tasks" in lm:
+            for task, metrics in lm["tasks"].items():
+                shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if not k.endswith("stderr"))
+                rows.append([m, task, shown])
+        else:
+            rows.append([m, "–", str(lm.get("skipped") or lm.get("error"))])
+    return rows
+
+
+def contamination_text(c: dict[str, Any]) -> str:
+    if not c.get("checked"):
+        return f"Not checked: {c.get('reason', 'no training data')}."
+    thr = c.get("threshold")
+    near = (
+        f"{c['near']} near-duplicate (MiniLM cosine >= {thr})"
+        if thr is not None
+        else "near-duplicates not checked"
+    )
+    dropped = f" {c['dropped']} eval prompts were left out of the measurements." if c.get("dropped") else ""
+    return (
+        f"{c['contaminated']} of {c['n_eval']} unique eval prompts found in {c['n_train']} training prompts "
+        f"({len(c.get('files', {}))} files): {c['exact']} exact, {near}.{dropped}"
+    )
+
+
+def contamination_rows(c: dict[str, Any]) -> Rows:
+    return [
+        [
+            e["match"],
+            f"{e['cosine']:.3f}",
+            e["suite"],
+            e["eval_id"],
+            e["eval_excerpt"],
+            f"{e['train_file']}:{e['train_line']}",
+        ]
+        for e in c.get("examples") or []
+    ]
+
+
+CONTAMINATION_HEADER = ["match", "cosine", "suite", "eval id", "eval prompt", "training file:line"]
+
+
+def flatten_scalars(obj: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, str]]:
+    """Scalar leaves of a nested dict as (dotted key, formatted value), for showing a measures file."""
+    out: list[tuple[str, str]] = []
+    if isinstance(obj, dict) and depth < 4:
+        for k, v in obj.items():
+            out += flatten_scalars(v, f"{prefix}.{k}" if prefix else str(k), depth + 1)
+    elif isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        if prefix and (obj is None or isinstance(obj, bool) or len(str(obj)) <= 80):
+            out.append((prefix, str(obj)))
+    elif isinstance(obj, int | float):
+        out.append((prefix, f"{obj:.4g}" if isinstance(obj, float) else str(obj)))
+    return out
+
+
+def data_lines(report: dict[str, Any]) -> list[str]:
+    """Sentences about the training data (RIT-D, SRPO pairs) when the run made it."""
+    lines: list[str] = []
+    rw = report["data"].get("synth_rw")
+    if rw:
+        srs = rw.get("shortest_rejection_sampling", {})
+        lines.append(
+            f"RIT-D: {rw.get('accepted')} of {rw.get('prompts')} prompts accepted; rejection reasons "
+            f"{rw.get('rejection_reasons')}; Shortest Rejection Sampling (k={srs.get('k')}) token reduction "
+            f"{100 * (srs.get('token_reduction') or 0):.1f}% vs a random passing candidate."
+        )
+    srpo = report["data"].get("synth_srpo")
+    if srpo:
+        lines.append(
+            f"SRPO pairs: {srpo.get('by_type')} (dropped: {srpo.get('dropped') or 'none'}; "
+            f"length check: {srpo.get('length')})"
+        )
+    return lines
+
+
+INTRO = (
+    "Every rate with its 95% interval, k/n and the interval method: Wilson score (or exact Clopper-Pearson), "
+    "and for prompts that share a base prompt (jailbreak-wrapped) a cluster bootstrap over base prompts widened "
+    "to contain the Wilson interval. ASR = share of harmful prompts with attack success (lower is better); "
+    "over-refusal = share of benign/borderline prompts refused (lower is better)."
+)

@@ -1,0 +1,74 @@
+"""A typed factory from a recipe ``BackendSpec`` to a generation backend.
+
+The stage resolves what the spec refers to (a model folder for ``@train_sft``, the request cache folder, the
+dtype) and passes it explicitly, so the model layer never reaches into a stage context.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from saro.errors import SaroError
+from saro.models.generate import Generator, make_generator
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from saro.recipe import BackendSpec
+
+log = logging.getLogger(__name__)
+
+
+def backend_arguments(
+    spec: BackendSpec,
+    *,
+    model_path: str | None = None,
+    dtype: str = "auto",
+    cache_dir: Path | None = None,
+    validate: Callable[[str], str | None] | None = None,
+) -> dict[str, Any]:
+    """The keyword arguments ``make_generator`` gets for ``spec`` (``model_path``: the resolved local model)."""
+    kw: dict[str, Any] = {"backend": spec.backend}
+    if spec.backend in ("hf", "vllm") and not model_path:
+        raise SaroError(f"a {spec.backend} backend needs a model (set `model:` in the recipe)")
+    if spec.backend == "hf":
+        kw.update(model=model_path, batch_size=spec.batch_size, dtype=dtype)
+    elif spec.backend == "vllm":
+        kw.update(
+            model=model_path,
+            tensor_parallel_size=spec.tensor_parallel_size,
+            gpu_memory_utilization=spec.gpu_memory_utilization,
+        )
+    elif spec.backend == "openai":
+        if not spec.model:
+            raise SaroError("an openai backend needs `model:` (the served model name)")
+        kw.update(
+            base_url=spec.base_url,
+            model=spec.model,
+            api_key_env=spec.api_key_env,
+            concurrency=spec.concurrency,
+            timeout=spec.timeout,
+            max_retries=spec.max_retries,
+            malformed_retries=spec.malformed_retries,
+            cache_dir=str(cache_dir) if spec.cache and cache_dir is not None else None,
+        )
+        if validate is not None:
+            kw["validate"] = validate
+    return kw
+
+
+def make_backend(
+    spec: BackendSpec,
+    *,
+    model_path: str | None = None,
+    dtype: str = "auto",
+    cache_dir: Path | None = None,
+    validate: Callable[[str], str | None] | None = None,
+) -> Generator:
+    """A generator for ``spec``; ``offline`` is not a generation backend (a SaroError says so)."""
+    if spec.backend == "offline":
+        raise SaroError("the offline teacher composes text itself; it is not a generation backend")
+    kw = backend_arguments(spec, model_path=model_path, dtype=dtype, cache_dir=cache_dir, validate=validate)
+    return make_generator(**kw)
