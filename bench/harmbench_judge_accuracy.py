@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from saro.evaluate.intervals import wilson
 from saro.judges import JudgeInput
 from saro.judges.refusal import REFUSED, RefusalJudge
+from saro.stats import wilson
 
 DEFAULT = (
     Path(__file__).resolve().parents[1]

@@ -66,3 +66,14 @@ def test_logging_set_up_once():
 
 def test_py_typed_ships():
     assert (Path(saro.__file__).parent / "py.typed").is_file()
+
+
+def test_evaluate_stays_callable_after_the_evaluate_package_is_imported():
+    import inspect
+    import sys
+
+    from saro.evaluate import metrics  # a submodule import must not rebind saro.evaluate to the package
+
+    assert callable(saro.evaluate)
+    assert "suites" in inspect.signature(saro.evaluate).parameters
+    assert sys.modules["saro.evaluate.metrics"] is metrics

@@ -12,7 +12,6 @@ import pytest
 
 from saro.errors import SaroError
 from saro.evaluate import harness
-from saro.evaluate.intervals import rate
 from saro.evaluate.metrics import (
     attack_success,
     compute_metrics,
@@ -20,12 +19,13 @@ from saro.evaluate.metrics import (
     judge_agreement,
     suite_types_of,
 )
-from saro.evaluate.standalone import StandaloneEval, build_recipe, parse_judge_options, parse_model
 from saro.policy import load_policy
 from saro.prompts.build import build_prompts
 from saro.prompts.suites import SUITE_TYPES, expand_suites, list_suites, load_suite
 from saro.recipe import PromptsConfig, validate_recipe
 from saro.records import EvalRecord
+from saro.standalone import StandaloneEval, build_recipe, parse_judge_options, parse_model
+from saro.stats import rate
 
 # ------------------------------------------------------------------------------------------------ suites
 
@@ -426,8 +426,8 @@ def test_lm_eval_results_are_read_back(monkeypatch, tmp_path):
 def test_served_model_evaluated_through_the_openai_backend(tiny_model_dir, tmp_path):
     """A model behind an OpenAI-compatible server sits in the same report as a local folder."""
     from fakeserver import FakeServer
-    from saro.evaluate.standalone import run_standalone
     from saro.records import read_json
+    from saro.standalone import run_standalone
 
     with FakeServer() as srv:
         opts = StandaloneEval(

@@ -19,7 +19,19 @@ ROOT = Path(saro.__file__).resolve().parent
 # submodule sits lower than its package; the longest key that matches a module wins.
 LAYERS: list[set[str]] = [
     # 0: foundations that know nothing of models or stages; the stage table and the suite definitions are data
-    {"errors", "paths", "console", "progress", "records", "reasoning", "reasoning_stream", "policy", "stages"}
+    {
+        "errors",
+        "paths",
+        "console",
+        "progress",
+        "records",
+        "reasoning",
+        "reasoning_stream",
+        "policy",
+        "stages",
+        "stats",
+        "masking",
+    }
     | {"prompts.suites"},
     # 1: the typed recipe and the stage contract every stage module implements (StageContext, RunDir, hashes)
     {"recipe", "stage", "fingerprint"},
@@ -32,7 +44,8 @@ LAYERS: list[set[str]] = [
     # 5: evaluation and analyses
     {"evaluate", "analysis"},
     # 6: orchestration (hashing, skip/redo, status)
-    {"pipeline"},
+    # (standalone: `saro eval --model ...` builds a recipe and runs the prompts/eval/report stages through it)
+    {"pipeline", "standalone"},
     # 7: serving, interactive chat and the test helpers
     {"serve", "chat", "testing"},
     # 8: entry points

@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from saro.evaluate.intervals import clopper_pearson, cluster_bootstrap, rate, wilson
 from saro.evaluate.metrics import compute_metrics, paired_metrics
 from saro.evaluate.paired import compare, mcnemar_exact, newcombe_paired
 from saro.evaluate.quality import degenerate_reasons, quality_metrics, reasoning_decision, repetition_share
 from saro.records import EvalRecord, atomic_write_json
+from saro.stats import clopper_pearson, cluster_bootstrap, rate, wilson
 
 # ------------------------------------------------------------------------------------------------ intervals
 

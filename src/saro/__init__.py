@@ -16,6 +16,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# Import the (light) evaluate package first, so that the API function ``evaluate`` defined below is what the name
+# ``saro.evaluate`` stays bound to: Python binds a subpackage to its parent's attribute when it is first imported,
+# which would otherwise replace the function with the package. Submodules stay importable as usual
+# (``from saro.evaluate import metrics``).
+import saro.evaluate as _evaluate_package  # noqa: F401
+
 if TYPE_CHECKING:
     from saro.recipe import Recipe
 
@@ -77,7 +83,7 @@ def evaluate(
     list of ``NAME=SOURCE`` strings. Other keywords are the ``StandaloneEval`` fields (``max_new_tokens``,
     ``batch_size``, ``judge_options``, ``seed``, ...). Returns the eval stage's result.
     """
-    from saro.evaluate.standalone import StandaloneEval, run_standalone
+    from saro.standalone import StandaloneEval, run_standalone
 
     _setup()
     specs = [f"{k}={v}" for k, v in models.items()] if isinstance(models, Mapping) else list(models)

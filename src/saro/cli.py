@@ -234,7 +234,7 @@ def eval_cmd(
         _stage(recipe, "eval", set_, overwrite, verbose)
         return
     setup_logging(verbose)
-    from saro.evaluate.standalone import run_standalone
+    from saro.standalone import run_standalone
 
     if out is None:
         raise SaroError("saro eval: give a RECIPE, or --model NAME=SOURCE (repeatable) and --out RUN_FOLDER")
@@ -245,7 +245,7 @@ def eval_cmd(
 
 def _standalone_options(a: dict[str, Any]) -> Any:
     """The StandaloneEval of a recipe-less ``saro eval`` from the command's arguments (its locals)."""
-    from saro.evaluate.standalone import StandaloneEval
+    from saro.standalone import StandaloneEval
 
     return StandaloneEval(
         models=list(a["model"] or []),
@@ -289,9 +289,9 @@ def report(
     overrides = list(set_ or []) + (["report.show_unsafe=true"] if show_unsafe else [])
     if Path(recipe).is_dir():
         setup_logging(verbose)
-        from saro.evaluate.standalone import recipe_from_run
         from saro.pipeline import RunDir, run_stage
         from saro.recipe import apply_overrides, validate_recipe
+        from saro.standalone import recipe_from_run
 
         r = recipe_from_run(recipe)
         if overrides:

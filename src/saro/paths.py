@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
+from typing import cast
 
 from saro.errors import SaroError
 
@@ -20,7 +21,8 @@ def cache_dir() -> Path:
 def package_file(dist: str, rel: str) -> Path:
     """A data file shipped inside an installed distribution (installed with --no-deps, never imported)."""
     try:
-        p = Path(distribution(dist).locate_file(rel))
+        # locate_file is typed as returning the SimplePath protocol; for installed distributions it is a Path.
+        p = Path(cast("os.PathLike[str]", distribution(dist).locate_file(rel)))
     except PackageNotFoundError:
         raise SaroError(
             f"package '{dist}' is not installed; run `make setup` (it installs the asset packages with --no-deps)"

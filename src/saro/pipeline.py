@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import re
 import shutil
 import subprocess
 import time
@@ -22,6 +21,7 @@ from typing import Any
 from saro import fingerprint
 from saro import stages as table
 from saro.errors import SaroError
+from saro.masking import mask_secrets
 from saro.recipe import TRAIN_KEYS, Recipe, iter_variants
 from saro.recipe import load_recipe as load_recipe_schema
 from saro.records import read_json, stable_id
@@ -40,33 +40,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization)$", re.IGNORECASE)
-MASK = "***"
-
-
-def mask_secrets(obj: Any) -> Any:
-    """Mask values of secret-looking keys, and any string equal to a secret environment variable's value."""
-    secrets = {
-        v
-        for k, v in os.environ.items()
-        if v and len(v) >= 8 and re.search(r"KEY|TOKEN|SECRET|PASSWORD", k, re.IGNORECASE)
-    }
-
-    def walk(o: Any, key: str = "") -> Any:
-        if isinstance(o, dict):
-            return {k: walk(v, str(k)) for k, v in o.items()}
-        if isinstance(o, list | tuple):
-            return [walk(v, key) for v in o]
-        if isinstance(o, str):
-            if _SECRET_KEY.search(key) and not key.endswith("_env") and o:
-                return MASK
-            for s in secrets:
-                if s in o:
-                    o = o.replace(s, MASK)
-        return o
-
-    return walk(obj)
 
 
 def library_versions() -> dict[str, str]:
@@ -283,8 +256,40 @@ def run_recipe(
     set_threads(recipe.threads)
     out = {}
     for stage in todo:
-        out[stage] = run_stage(recipe, stage, overwrite=overwrite, run=run)
+        if _launches(recipe, stage, overwrite, run):
+            out[stage] = _launch_stage(recipe, stage, overwrite)
+            run = RunDir(run.root)  # the launched ranks wrote the manifest
+        else:
+            out[stage] = run_stage(recipe, stage, overwrite=overwrite, run=run)
     return out
+
+
+def _launches(recipe: Recipe, stage: str, overwrite: bool, run: RunDir) -> bool:
+    """Whether ``saro run`` starts ``stage`` under ``accelerate launch``: a training stage of a recipe with a
+    ``launch:`` section, not done yet, and this process is not itself a launched one."""
+    from saro.train.launch import launched
+
+    if recipe.launch is None or stage not in DISTRIBUTED_STAGES or launched():
+        return False
+    return overwrite or not run.is_done(stage, stage_hashes(recipe, stage)[stage])
+
+
+def _launch_stage(recipe: Recipe, stage: str, overwrite: bool) -> dict[str, Any]:
+    """Run a training stage under ``accelerate launch`` (the recipe's file and overrides, so every rank loads the
+    same recipe), then check in the manifest that it finished with this recipe's hash; returns its summary."""
+    from saro.train.launch import launch_stage
+
+    if recipe.launch is None:
+        raise SaroError(f"stage '{stage}': the recipe has no launch: section")
+    launch_stage(stage, recipe.launch, recipe.path, recipe.overrides, overwrite)
+    run = RunDir(recipe.resolved_run_dir())
+    h = stage_hashes(recipe, stage)[stage]
+    if not run.is_done(stage, h):
+        raise SaroError(
+            f"stage '{stage}': accelerate launch ended but the manifest does not show it done with this "
+            f"recipe's hash ({run.status(stage).get('status', 'not started')})"
+        )
+    return run.status(stage).get("summary", {})
 
 
 def load_recipe(
@@ -293,6 +298,11 @@ def load_recipe(
     """Load a recipe (``saro.recipe.load_recipe``) and check its training sections against the TRL configs, so
     that bad training keys fail at load time, not hours later."""
     recipe = load_recipe_schema(path, overrides)
+    if recipe.launch is not None and recipe.launch.config:
+        from saro.train.launch import accelerate_config_file
+
+        base = Path(recipe.path).parent if recipe.path else None
+        accelerate_config_file(recipe.launch.config, base)  # a missing accelerate config fails at load time
     if validate_training:
         validate_training_sections(recipe)
     return recipe

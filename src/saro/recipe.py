@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -102,7 +102,8 @@ class PromptsConfig(Section):
         have = {(e.suite, e.source) for e in self.eval}
         keys = {(e.suite, e.source) for e in new}
         if not keys <= have:
-            clash = sorted({s for s, _ in keys} & {s for s, _ in have})
+            # suite-expanded entries are named, so the shared suite names are str
+            clash = sorted(cast("set[str]", {s for s, _ in keys} & {s for s, _ in have}))
             if clash:
                 raise ValueError(f"eval suite(s) {clash} are both in prompts.eval and prompts.eval_suites")
             self.eval = [*self.eval, *new]
@@ -113,7 +114,7 @@ class PromptsConfig(Section):
 class BackendSpec(Section):
     """A generation backend (teacher, policy sampler or model under evaluation)."""
 
-    backend: Literal["offline", "hf", "vllm", "openai"] = "hf"
+    backend: Literal["offline", "hf", "vllm", "openai", "openai_batch"] = "hf"
     model: str | None = Field(
         None, description="model source, '@base', '@train_sft', or the served model name"
     )
@@ -261,14 +262,36 @@ class EvalConfig(Section):
     )
 
 
+def _all_formats() -> list[Literal["json", "md", "html"]]:
+    return ["json", "md", "html"]
+
+
 class ReportConfig(Section):
-    formats: list[Literal["json", "md", "html"]] = Field(default_factory=lambda: ["json", "md", "html"])
+    formats: list[Literal["json", "md", "html"]] = Field(default_factory=_all_formats)
     show_unsafe: bool = False
     examples: int = Field(3, ge=0)
     title: str | None = Field(None, description="report title (default: the recipe name)")
     analysis: bool = Field(
         True, description="embed analysis/overlap.json and its plots when the run has them"
     )
+
+
+class LaunchConfig(Section):
+    """How ``saro run`` starts the training stages: under ``accelerate launch`` with these settings (how to run, not
+    what: no stage hash reads it). Unset fields come from the accelerate config file, or accelerate's defaults."""
+
+    config: str | None = Field(
+        None,
+        description="accelerate config: a name in configs/accelerate/ (deepspeed_zero3, ddp, ...) or a YAML path",
+    )
+    num_processes: int | None = Field(None, ge=1, description="processes in all (one per GPU)")
+    num_machines: int | None = Field(None, ge=1)
+    machine_rank: int | None = Field(None, ge=0)
+    main_process_ip: str | None = None
+    main_process_port: int | None = Field(None, ge=1, le=65535)
+    mixed_precision: Literal["no", "fp16", "bf16", "fp8"] | None = None
+    use_cpu: bool = Field(False, description="gloo processes on CPU (tests, a machine without GPUs)")
+    args: list[str] = Field(default_factory=list, description="extra `accelerate launch` arguments, verbatim")
 
 
 class Recipe(Section):
@@ -294,9 +317,13 @@ class Recipe(Section):
     train_dpo: dict[str, Any] | None = None
     eval: EvalConfig | None = None
     report: ReportConfig | None = None
+    launch: LaunchConfig | None = Field(
+        None, description="run train_sft / train_dpo under accelerate launch (saro run starts it)"
+    )
 
-    # where the recipe came from (set by load_recipe; not a YAML key)
+    # where the recipe came from and the --set overrides applied (set by load_recipe; not YAML keys)
     path: str | None = Field(None, exclude=True)
+    overrides: list[str] = Field(default_factory=list, exclude=True)
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
@@ -403,6 +430,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     data = apply_overrides(load_raw(path), overrides or [])
     recipe = validate_recipe(data, where=str(path))
     recipe.path = str(Path(path).resolve())
+    recipe.overrides = list(overrides or [])
     _check_files(recipe, Path(path).resolve().parent)
     return recipe
 
@@ -478,8 +506,8 @@ def _check_files(recipe: Recipe, base: Path) -> None:
         recipe.policy = str(p.resolve())
         try:
             p.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise SaroError(f"{recipe.policy}: not valid UTF-8 (byte {e.start})") from None
+        except UnicodeDecodeError as exc:
+            raise SaroError(f"{recipe.policy}: not valid UTF-8 (byte {exc.start})") from None
         from saro.policy import load_policy
 
         load_policy(recipe.policy)

@@ -24,7 +24,7 @@ import re
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,7 @@ VectorsFn = Callable[[list[str]], Any]
 # ------------------------------------------------------------------------------------------------ measures
 
 
-def _check_groups(groups: dict[str, Sequence[Any]]) -> None:
+def _check_groups(groups: Mapping[str, Sequence[Any]]) -> None:
     unknown = [g for g in groups if g not in GROUPS]
     if unknown:
         raise SaroError(f"unknown group '{unknown[0]}' (groups: {', '.join(GROUPS)})")
@@ -121,7 +121,7 @@ def silhouette(x: Any, labels: Sequence[str]) -> dict[str, Any]:
     return {"overall": float(s.mean()), "per_group": per_group, "metric": "cosine"}
 
 
-def linear_probe(x: Any, y: Sequence[int], folds: int = 5, seed: int = 0) -> dict[str, Any]:
+def linear_probe(x: Any, y: Sequence[int] | np.ndarray, folds: int = 5, seed: int = 0) -> dict[str, Any]:
     """Logistic-regression accuracy under stratified k-fold CV (standardised features), mean and std."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression

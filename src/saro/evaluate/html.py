@@ -100,6 +100,8 @@ def render_html(report: dict[str, Any], run_dir: Path) -> str:
         )
     out.append(f"<p><b>What the judge measures.</b> {_e(t.judge_measures_text(report))}</p>")
     out += ["<h2>Summary</h2>", _table(t.SUMMARY_HEADER, t.summary_rows(report))]
+    if t.templates_text(report):
+        out.append(f"<p class=small>{_e(t.templates_text(report))}</p>")
     out.append(
         f"<p class=small>{_e(t.INTRO)} Accuracy = exact final-number accuracy on GSM8K; unfinished = generations "
         "without a final answer within the token limit.</p>"

@@ -31,6 +31,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report["redacted"]:
         lines.append("Harmful prompts and completions are redacted (`saro report --show-unsafe` shows them).")
     lines += ["", *md_table(t.SUMMARY_HEADER, t.summary_rows(report)), ""]
+    if t.templates_text(report):
+        lines += [t.templates_text(report), ""]
     lines += _paired(report) + _quality(report) + _judges(report) + _suites(report)
     lines += ["## Contamination", "", t.contamination_text(report["contamination"]), ""]
     ex = t.contamination_rows(report["contamination"])

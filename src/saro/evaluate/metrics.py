@@ -13,7 +13,7 @@ What the numbers mean (primary judge = the first of ``eval.judges``):
 - capability: exact-answer accuracy (GSM8K: the last number of the final answer equals the target);
 - tokens: reasoning and answer tokens per generation, mean and p95.
 
-Every rate is ``{"rate", "k", "n", "lo", "hi", "method", "clusters", ...}`` (``saro.evaluate.intervals``): a Wilson
+Every rate is ``{"rate", "k", "n", "lo", "hi", "method", "clusters", ...}`` (``saro.stats``): a Wilson
 score interval (or exact Clopper-Pearson with ``eval.interval: clopper_pearson``); rates over prompts that share a
 base prompt (``base_id``: attack-wrapped, prefilled) use a cluster bootstrap over base prompts widened to contain the
 Wilson interval. Paired comparisons between models are in ``saro.evaluate.paired``; consistency, reasoning leak and
@@ -30,11 +30,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from saro.evaluate.intervals import MIN_BOOT, IntervalMethod, rate
 from saro.evaluate.paired import paired_comparisons
 from saro.evaluate.quality import quality_metrics
 from saro.reasoning import parse
 from saro.records import EvalRecord
+from saro.stats import MIN_BOOT, IntervalMethod, rate
 
 REFUSED, COMPLIED, UNSAFE, SAFE, UNPARSEABLE = "refused", "complied", "unsafe", "safe", "unparseable"
 SUITE_TYPES = ("harmful", "jailbreak", "overrefusal", "capability", "mixed")

@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from saro.evaluate.intervals import MIN_BOOT, cluster_bootstrap, wilson
+from saro.stats import MIN_BOOT, cluster_bootstrap, wilson
 
 log = logging.getLogger(__name__)
 

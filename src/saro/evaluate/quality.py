@@ -23,10 +23,10 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from saro.evaluate.intervals import IntervalMethod, rate
 from saro.judges.step import step_stance
 from saro.reasoning import parse
 from saro.records import EvalRecord
+from saro.stats import IntervalMethod, rate
 
 log = logging.getLogger(__name__)
 

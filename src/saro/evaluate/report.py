@@ -26,6 +26,8 @@ headline keys; keys are only ever added, and adding one bumps ``schema_version``
                      conclusion}]: every model pair on the prompts both answered (diff = rate B - rate A)
     models          {model: source}
     backends        {model: hf | vllm | openai}
+    templates       {model: chat template family it was prompted with (qwen2_5, llama3_1, chatml, ...; "+markers"
+                     for a training template, which renders the same text; "served" for API models)}
     suites          {suite: {suite, version, type, description, sampling}} (suites from suite files)
     summary         {model: {asr_harmful, asr_jailbreak, asr_jailbreak_train, asr_jailbreak_heldout, asr_overall,
                      over_refusal, accuracy, unfinished (rates or null), asr_by_attack, asr_by_category
@@ -45,7 +47,7 @@ headline keys; keys are only ever added, and adding one bumps ``schema_version``
     redacted        bool
 
 A rate is ``{"rate": float | null, "k", "n", "lo", "hi", "method", "clusters", "count" (= k), "ci95" (= [lo, hi])}``
-(``saro.evaluate.intervals``).
+(``saro.stats``).
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ REPORT_KEYS = (
     "paired",
     "models",
     "backends",
+    "templates",
     "suites",
     "summary",
     "metrics",
@@ -163,7 +166,25 @@ def run(ctx: StageContext) -> dict[str, Any]:
         analysis=cfg.analysis,
     )
     paths = write_report(ctx.run.root, report, cfg.formats)
+    update_model_cards(ctx, report)
     return {"paths": {k: str(v) for k, v in paths.items()}, "summary": _brief(report)}
+
+
+def update_model_cards(ctx: StageContext, report: dict[str, Any]) -> None:
+    """Write each evaluated saro-trained model's headline rates (with intervals and n) into its model card."""
+    from saro.train.card import CARD, update_eval_results
+
+    for name, source in report["models"].items():
+        if not str(source).startswith("@train_"):
+            continue
+        final = Path(ctx.resolve_model(source))
+        if not (final / CARD).is_file():
+            continue
+        h = report["summary"].get(name) or {}
+        results = {k: fmt_rate(h[k]) for k in RATE_KEYS if h.get(k) and h[k].get("rate") is not None}
+        update_eval_results(
+            final, {f"{name} ({report['primary_judge']} judge)": results}, where=str(ctx.run.root)
+        )
 
 
 def _brief(report: dict[str, Any]) -> dict[str, Any]:
@@ -225,6 +246,7 @@ def build_report(
         "paired": metrics["paired"],
         "models": metrics["sources"],
         "backends": metrics.get("backends", {}),
+        "templates": metrics.get("templates", {}),
         "suites": metrics.get("suites", {}),
         "summary": {name: headline(m) for name, m in metrics["models"].items()},
         "metrics": metrics["models"],

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from saro.errors import SaroError
-from saro.evaluate.intervals import IntervalMethod
 from saro.evaluate.metrics import (
     METRICS_VERSION,
     compute_metrics,
@@ -47,6 +46,7 @@ from saro.records import (
 )
 from saro.stage import StageContext
 from saro.stages import parse_model_ref
+from saro.stats import IntervalMethod
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "judge_info": judge_info(cfg),
         "sources": {m.name: m.source for m in cfg.models},
         "backends": {m.name: (m.backend.backend if m.backend else "hf") for m in cfg.models},
+        "templates": {m.name: template_of(ctx, cfg, m) for m in cfg.models},
         "suites": ctx.recipe.prompts.suite_info,
         "contamination": contamination,
     }
@@ -241,9 +242,7 @@ def generate_for_model(ctx: StageContext, cfg: EvalConfig, m: EvalModel, prompts
         todo = [p for p in prompts if stable_id(m.name, p.id) not in w]
         if not todo:
             return
-        spec = m.backend or BackendSpec(backend="hf", model=m.source, batch_size=cfg.batch_size)
-        if spec.model is None:
-            spec = spec.model_copy(update={"model": m.source})
+        spec = _spec(cfg, m)
         from saro.models.backends import make_backend
 
         groups: dict[SamplingParams, list[Prompt]] = defaultdict(list)
@@ -283,6 +282,24 @@ def _record(m: EvalModel, p: Prompt, out: Any, tok: Any) -> EvalRecord:
         finished=out.finished and parsed.finished,
         meta={k: v for k, v in p.meta.items() if k in RECORD_META and v is not None},
     )
+
+
+def _spec(cfg: EvalConfig, m: EvalModel) -> BackendSpec:
+    """The backend that generates for eval model ``m`` (a local model through hf unless the recipe says)."""
+    spec = m.backend or BackendSpec(backend="hf", model=m.source, batch_size=cfg.batch_size)
+    return spec if spec.model is not None else spec.model_copy(update={"model": m.source})
+
+
+def template_of(ctx: StageContext, cfg: EvalConfig, m: EvalModel) -> str:
+    """The chat template family a model was evaluated with (``served`` for API models, whose server renders it),
+    so the report can show that base and trained models were prompted the same way."""
+    from saro.models.loading import load_tokenizer
+    from saro.models.templates import template_label
+
+    spec = _spec(cfg, m)
+    if spec.backend not in ("hf", "vllm"):
+        return "served"
+    return template_label(load_tokenizer(ctx.resolve_model(spec.model)))
 
 
 def _tokenizer(ctx: StageContext, spec: BackendSpec, m: EvalModel) -> Any:

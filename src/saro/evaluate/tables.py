@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from saro.evaluate.intervals import method_label
 from saro.evaluate.paired import fmt_p
+from saro.stats import method_label
 
 log = logging.getLogger(__name__)
 
@@ -381,3 +381,12 @@ INTRO = (
     "to contain the Wilson interval. ASR = share of harmful prompts with attack success (lower is better); "
     "over-refusal = share of benign/borderline prompts refused (lower is better)."
 )
+
+
+def templates_text(report: dict[str, Any]) -> str:
+    """One line: the chat template each model was prompted with ("+markers": a training template with the same
+    rendering), so a base-vs-trained comparison visibly changes the weights and not the prompt format."""
+    tpl = report.get("templates") or {}
+    if not tpl:
+        return ""
+    return "Chat templates: " + ", ".join(f"{m} {v}" for m, v in tpl.items()) + "."

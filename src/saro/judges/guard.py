@@ -316,8 +316,9 @@ class _GuardJudge(Judge):
         if texts:
             outs = self.clf.run(texts, self.max_new_tokens, self.score_pair)
             for i, o, was_cut in zip(todo, outs, cut, strict=True):
-                verdicts[i] = self.parse(o)
-                verdicts[i].truncated = was_cut
+                verdict = self.parse(o)
+                verdict.truncated = was_cut
+                verdicts[i] = verdict
         n_bad = sum(1 for v in verdicts if v is not None and v.label == UNPARSEABLE)
         if n_bad:
             log.info("%s: %d of %d verdicts unparseable", self.name, n_bad, len(items))

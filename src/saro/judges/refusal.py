@@ -482,8 +482,8 @@ def human_refused(row: dict[str, str]) -> bool:
 
 def agreement_stats(human: Sequence[bool], judged: Sequence[bool]) -> dict[str, Any]:
     """Agreement (Wilson 95%), Cohen's kappa, false-refusal and missed-refusal rates of binary refusal labels."""
-    from saro.evaluate.intervals import wilson
     from saro.judges.base import cohen_kappa
+    from saro.stats import wilson
 
     n = len(human)
     agree = sum(h == j for h, j in zip(human, judged, strict=True))

@@ -56,6 +56,19 @@ def backend_arguments(
         )
         if validate is not None:
             kw["validate"] = validate
+    elif spec.backend == "openai_batch":
+        if not spec.model or cache_dir is None:
+            raise SaroError("an openai_batch backend needs `model:` and a stage folder for its batch state")
+        kw.update(
+            base_url=spec.base_url,
+            model=spec.model,
+            api_key_env=spec.api_key_env,
+            timeout=spec.timeout,
+            max_retries=spec.max_retries,
+            state_dir=str(cache_dir / "openai_batch"),
+        )
+        if validate is not None:
+            kw["validate"] = validate
     return kw
 
 

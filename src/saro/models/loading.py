@@ -80,7 +80,8 @@ def load_model(
     if attn_implementation:
         kw["attn_implementation"] = attn_implementation
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kw)
+        # Any: transformers types the wrapped PreTrainedModel.to so that mypy mistakes its first argument for self.
+        model: Any = AutoModelForCausalLM.from_pretrained(path, **kw)
     except OSError as e:
         raise SaroError(f"{source}: cannot load model ({str(e).splitlines()[0]})") from None
     if device:

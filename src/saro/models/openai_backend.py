@@ -375,7 +375,7 @@ class OpenAIGenerator(Generator):
             ]
             watcher = asyncio.create_task(watch())
             try:
-                all_done = asyncio.gather(*workers)
+                all_done: asyncio.Future[Any] = asyncio.gather(*workers)
                 finished, _ = await asyncio.wait({all_done, watcher}, return_when=asyncio.FIRST_COMPLETED)
                 if all_done in finished:
                     all_done.result()  # re-raise a worker's error

@@ -21,7 +21,14 @@ from typing import Any
 
 from saro.errors import SaroError
 from saro.models.cache import request_key
-from saro.models.generate import Conversation, Generation, Generator, SamplingParams, register_backend
+from saro.models.generate import (
+    Conversation,
+    Generation,
+    Generator,
+    GenStatus,
+    SamplingParams,
+    register_backend,
+)
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +156,7 @@ class OpenAIBatchGenerator(Generator):
         out: dict[str, dict[str, Any]] = {}
         for i, conv in enumerate(convs):
             for k in range(params.n):
-                body = {
+                body: dict[str, Any] = {
                     "model": self.model,
                     "messages": [dict(m) for m in conv],
                     "temperature": params.temperature,
@@ -251,7 +258,7 @@ class OpenAIBatchGenerator(Generator):
                 out[i].append(Generation(row["text"], bool(row["finished"]), int(row["tokens"])))
             else:
                 reason = failed.get(h, "not answered")
-                status = "rejected" if reason.startswith("rejected") else "error"
+                status: GenStatus = "rejected" if reason.startswith("rejected") else "error"
                 out[i].append(Generation("", False, 0, status=status, error=reason))
         log.info("%s: %d requests, %s", self.label, len(reqs), self.stats)
         yield list(range(len(conversations))), out

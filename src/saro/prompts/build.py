@@ -60,7 +60,37 @@ def build_prompts(cfg: PromptsConfig, policy: Any, seed: int, rewriter: Any = No
 
     train_attacks, heldout_attacks = split_attacks(cfg.attacks.train, cfg.attacks.heldout)
     entries = _entries(cfg)
-    # 1. load each source once, label it, shuffle it
+    pools, skipped = _load_pools(cfg, entries, policy, seed)
+    slices = _slice_pools(entries, pools)
+    out: dict[str, list[Prompt]] = {u: [] for u in USES}
+    short: list[str] = []
+    for use in USES:
+        for i, e in enumerate(entries[use]):
+            rows = slices[(_source_key(e), use)]
+            if e.n is not None:
+                if len(rows) < e.n:
+                    short.append(f"prompts.{use}[{i}] ({e.source}): wanted {e.n}, only {len(rows)} left")
+                rows = rows[: e.n]
+            base = [_record(r, e, use) for r in rows]
+            out[use].extend(_apply_attacks(e, base, use, train_attacks, heldout_attacks, seed, rewriter))
+    if short:
+        raise SaroError("not enough prompts: " + "; ".join(short))
+    dropped = _dedup(out, cfg.dedup_threshold)
+    stats = {
+        "counts": {u: _counts(out[u]) for u in USES},
+        "attacks": {"train": train_attacks, "heldout": heldout_attacks},
+        "dropped": dict(dropped),
+        "skipped_rows": skipped,
+    }
+    for k, v in dropped.items():
+        log.info("prompts: dropped %d (%s)", v, k)
+    return {**out, "_stats": stats}
+
+
+def _load_pools(
+    cfg: PromptsConfig, entries: dict[str, list[PromptEntry]], policy: Any, seed: int
+) -> tuple[dict[str, list[RawPrompt]], dict[str, dict[str, int]]]:
+    """Load each source once, label it with policy categories and shuffle it (seeded by the pool key)."""
     pools: dict[str, list[RawPrompt]] = {}
     skipped: dict[str, dict[str, int]] = {}
     for use in USES:
@@ -84,7 +114,13 @@ def build_prompts(cfg: PromptsConfig, policy: Any, seed: int, rewriter: Any = No
             rows = sorted(rows, key=lambda r: normalize(r.text))
             random.Random(f"{seed}:{key}").shuffle(rows)
             pools[key] = rows
-    # 2. disjoint slices per (source, use): eval first
+    return pools, skipped
+
+
+def _slice_pools(
+    entries: dict[str, list[PromptEntry]], pools: dict[str, list[RawPrompt]]
+) -> dict[tuple[str, str], list[RawPrompt]]:
+    """Disjoint slices per (source, use), eval first, so no prompt is both trained on and evaluated."""
     taken: dict[str, int] = defaultdict(int)
     slices: dict[tuple[str, str], list[RawPrompt]] = {}
     for use in USES:
@@ -98,32 +134,22 @@ def build_prompts(cfg: PromptsConfig, policy: Any, seed: int, rewriter: Any = No
             end = len(pools[key]) if n is None else start + n
             slices[(key, use)] = pools[key][start:end]
             taken[key] = end
-    # 3. build Prompt records per entry (attacks applied here)
-    out: dict[str, list[Prompt]] = {u: [] for u in USES}
-    short: list[str] = []
-    for use in USES:
-        for i, e in enumerate(entries[use]):
-            key = _source_key(e)
-            rows = slices[(key, use)]
-            if e.n is not None:
-                if len(rows) < e.n:
-                    short.append(f"prompts.{use}[{i}] ({e.source}): wanted {e.n}, only {len(rows)} left")
-                rows = rows[: e.n]
-            base = [
-                Prompt.make(
-                    r.text,
-                    r.kind,
-                    e.source,
-                    category=r.category,
-                    split=use,
-                    meta={**r.meta, "source_id": r.source_id, **({"suite": e.suite} if e.suite else {})},
-                )
-                for r in rows
-            ]
-            out[use].extend(_apply_attacks(e, base, use, train_attacks, heldout_attacks, seed, rewriter))
-    if short:
-        raise SaroError("not enough prompts: " + "; ".join(short))
-    # 4. dedup within a use, and drop training prompts that equal (or nearly equal) an eval prompt
+    return slices
+
+
+def _record(r: RawPrompt, e: PromptEntry, use: str) -> Prompt:
+    return Prompt.make(
+        r.text,
+        r.kind,
+        e.source,
+        category=r.category,
+        split=use,
+        meta={**r.meta, "source_id": r.source_id, **({"suite": e.suite} if e.suite else {})},
+    )
+
+
+def _dedup(out: dict[str, list[Prompt]], threshold: float | None) -> Counter[str]:
+    """Drop duplicates within a use, and training prompts equal (or nearly equal) to an eval prompt."""
     dropped: Counter[str] = Counter()
     for use in USES:
         seen: set[str] = set()
@@ -141,26 +167,18 @@ def build_prompts(cfg: PromptsConfig, policy: Any, seed: int, rewriter: Any = No
         out[use] = [p for p in out[use] if normalize(p.text) not in eval_norm]
         if before - len(out[use]):
             dropped[f"{use}: equals an eval prompt"] += before - len(out[use])
-    if cfg.dedup_threshold is not None:
+    if threshold is not None:
         from saro.embeddings import near_duplicates
 
         evals = [p.text for p in out["eval"] if p.attack is None]
         for use in ("rw", "srpo"):
             plain = [p for p in out[use] if p.attack is None]
-            hits = near_duplicates([p.text for p in plain], evals, cfg.dedup_threshold)
+            hits = near_duplicates([p.text for p in plain], evals, threshold)
             bad = {plain[i].id for i, _, _ in hits}
             out[use] = [p for p in out[use] if p.id not in bad and p.base_id not in bad]
             if bad:
-                dropped[f"{use}: near-duplicate of an eval prompt (cos >= {cfg.dedup_threshold})"] += len(bad)
-    stats = {
-        "counts": {u: _counts(out[u]) for u in USES},
-        "attacks": {"train": train_attacks, "heldout": heldout_attacks},
-        "dropped": dict(dropped),
-        "skipped_rows": skipped,
-    }
-    for k, v in dropped.items():
-        log.info("prompts: dropped %d (%s)", v, k)
-    return {**out, "_stats": stats}
+                dropped[f"{use}: near-duplicate of an eval prompt (cos >= {threshold})"] += len(bad)
+    return dropped
 
 
 def _apply_attacks(

@@ -146,8 +146,7 @@ def read_table(path: Path, errors: RowErrors) -> list[tuple[int, dict[str, Any]]
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(path, line, "not valid UTF-8") from None
+        raise DataError(path, raw[: e.start].count(b"\n") + 1, "not valid UTF-8") from None
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         rows = []
@@ -473,7 +472,7 @@ def _table(opts: dict[str, Any], errors: RowErrors, default_kind: str | None) ->
             cat = cat_map.get(raw, raw if not cat_map else None)
         elif opts.get("category"):
             cat = opts["category"]
-        meta = {
+        meta: dict[str, Any] = {
             k: v
             for k, v in r.items()
             if k != text_col and isinstance(v, str | int | float | bool | type(None))

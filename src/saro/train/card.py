@@ -104,7 +104,7 @@ def _table(rows: list[tuple[str, Any]]) -> str:
 
 def training_config(cfg: Any) -> dict[str, Any]:
     """The training arguments, secrets masked (hub tokens, keys, secret environment values)."""
-    from saro.pipeline import mask_secrets
+    from saro.masking import mask_secrets
 
     return mask_secrets(json.loads(json.dumps(cfg.to_dict(), default=str)))
 
@@ -201,7 +201,7 @@ def update_eval_results(model_dir: Path, results: dict[str, Any], where: str | N
     head, rest = text.split(_EVAL_START, 1)
     new = f"{head}{_EVAL_START}\n{section}\n{_EVAL_END}{rest.split(_EVAL_END, 1)[1]}"
     card = ModelCard(new)
-    card.data.eval_summary = {k: v for k, v in rows}  # machine-readable copy in the YAML header
+    card.data["eval_summary"] = {k: v for k, v in rows}  # machine-readable copy in the YAML header
     atomic_write_text(path, str(card))
     log.info("model card %s: %d evaluation numbers", path, len(rows))
     return path

@@ -9,7 +9,7 @@ import logging
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from saro.records import atomic_write_json
 from saro.train.dist import barrier, is_main
@@ -163,7 +163,7 @@ def read_summary(output_dir: Path) -> dict[str, Any]:
     return {**data, "audit": audit, "skipped": True}
 
 
-def finished_checkpoint(ckpt: Path | None) -> bool:
+def finished_checkpoint(ckpt: Path | None) -> TypeGuard[Path]:
     """True when ``ckpt`` was saved at the last step of its run (the run only lacks its final save)."""
     if ckpt is None:
         return False

@@ -12,9 +12,12 @@ import difflib
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from trl import DPOConfig, SFTConfig
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
 
 from saro.errors import SaroError
 
@@ -97,34 +100,36 @@ class _SaroFields:
 
     def _saro_post_init(self) -> None:
         """Resolve environment-dependent defaults before TRL/transformers validate the config."""
+        # The TRL/transformers fields: this class is mixed in before SFTConfig/DPOConfig, on the same object.
+        args = cast("TrainingArguments", self)
         world = int(os.environ.get("WORLD_SIZE", "1"))
         cuda = _cuda()
         if not cuda and world > 1:
             # accelerate/torchrun launched several CPU processes: without use_cpu they would each train alone.
-            self.use_cpu = True
-        if self.bf16 is None:
-            self.bf16 = bool(not self.fp16 and _bf16_gpu() and not self.use_cpu)
-        elif self.bf16 and not _bf16_gpu():
-            self.use_cpu = True  # bf16 autocast on CPU needs use_cpu (else transformers refuses bf16)
+            args.use_cpu = True
+        if args.bf16 is None:
+            args.bf16 = bool(not args.fp16 and _bf16_gpu() and not args.use_cpu)
+        elif args.bf16 and not _bf16_gpu():
+            args.use_cpu = True  # bf16 autocast on CPU needs use_cpu (else transformers refuses bf16)
         if hasattr(self, "activation_checkpointing"):  # transformers >= 5.24 renamed gradient_checkpointing
-            if self.activation_checkpointing is None:
+            if args.activation_checkpointing is None:
                 # TRL turns it on by default (memory on GPUs); on CPU it only costs time.
-                self.activation_checkpointing = bool(
-                    self.gradient_checkpointing and cuda and not self.use_cpu
+                args.activation_checkpointing = bool(
+                    args.gradient_checkpointing and cuda and not args.use_cpu
                 )
-            self.gradient_checkpointing = (
-                self.activation_checkpointing
+            args.gradient_checkpointing = (
+                args.activation_checkpointing
             )  # silences the deprecated-alias warning
-        elif not cuda or self.use_cpu:
-            self.gradient_checkpointing = False
-        if not cuda or self.use_cpu:
-            self.dataloader_pin_memory = False
-        if self.save_total_limit is None:
-            self.save_total_limit = 2
-        if self.ddp_find_unused_parameters is None:
-            self.ddp_find_unused_parameters = False
-        if self.report_to is None:
-            self.report_to = "none"
+        elif not cuda or args.use_cpu:
+            args.gradient_checkpointing = False
+        if not cuda or args.use_cpu:
+            args.dataloader_pin_memory = False
+        if args.save_total_limit is None:
+            args.save_total_limit = 2
+        if args.ddp_find_unused_parameters is None:
+            args.ddp_find_unused_parameters = False
+        if args.report_to is None:
+            args.report_to = "none"
         if isinstance(self.lora_target_modules, str) and self.lora_target_modules != "all-linear":
             self.lora_target_modules = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
         if not 0.0 <= self.max_truncated_share <= 1.0:

@@ -67,6 +67,7 @@ def train_dpo(
     ``ref_logps.jsonl``, ``metrics.jsonl`` (loss, rewards/chosen|rejected|margins|accuracies, ...),
     ``samples.jsonl`` (generations on ``sample_prompts``), ``metrics.json`` and, last and atomically, ``final/``.
     """
+    assert cfg.output_dir is not None  # TrainingArguments.__post_init__ defaults it
     out = Path(cfg.output_dir)
     cols = ["id", PROMPT, CHOSEN, REJECTED]
     tok, template, eot = loading.load_training_tokenizer(cfg)
@@ -152,6 +153,7 @@ def _trainer(
 ) -> tuple[_SaroDPOTrainer, bool]:
     """The DPO trainer, with stored reference log-probs attached to the data when they are still valid (then no
     reference model is loaded at all); returns (trainer, whether the stored log-probs were used)."""
+    assert cfg.output_dir is not None  # TrainingArguments.__post_init__ defaults it
     out = Path(cfg.output_dir)
     ref_key = _ref_key(cfg, train_file, tok.chat_template, ref_source)
     cached = False

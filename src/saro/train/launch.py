@@ -7,27 +7,41 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from saro.errors import SaroError
 from saro.records import atomic_write_json
 
+if TYPE_CHECKING:
+    from saro.recipe import LaunchConfig
+
 log = logging.getLogger(__name__)
 
 STAGES = ("sft", "dpo")
+# set in every process that ``saro run`` launches: it trains, it never launches again
+LAUNCHED_ENV = "SARO_LAUNCHED"
+CONFIG_DIR = Path("configs") / "accelerate"
 
 
 def write_spec(
-    path: Path, config: dict[str, Any], output_dir: Path, train_file: Path, eval_file: Path | None = None
+    path: Path,
+    config: dict[str, Any],
+    output_dir: Path,
+    train_file: Path,
+    eval_file: Path | None = None,
+    method: str | None = None,
 ) -> Path:
-    """Write the JSON spec that ``python -m saro.train STAGE SPEC`` reads."""
+    """Write the JSON spec that ``python -m saro.train STAGE SPEC`` reads (``method`` is named in the model card:
+    RW, SafetySFT, SRPO, SafetyDPO)."""
     spec = {
         "config": config,
         "output_dir": str(output_dir),
         "train_file": str(train_file),
         "eval_file": str(eval_file) if eval_file else None,
+        "method": method,
     }
     atomic_write_json(path, spec)
     return Path(path)
@@ -58,6 +72,85 @@ def launch_command(
     return [*cmd, "-m", "saro.train", stage, str(spec)]
 
 
+def accelerate_config_file(name: str, base: Path | None = None) -> Path:
+    """The accelerate config ``name`` names: a file (relative to ``base``, the recipe's folder, or the current
+    folder) or a name in ``configs/accelerate/`` (here or in the source checkout)."""
+    p = Path(name)
+    for c in ([base / p] if base and not p.is_absolute() else []) + [p]:
+        if c.is_file():
+            return c.resolve()
+    dirs = [CONFIG_DIR, Path(__file__).resolve().parents[3] / CONFIG_DIR]
+    for d in dirs:
+        for c in (d / name, d / f"{name}.yaml"):
+            if c.is_file():
+                return c.resolve()
+    names = sorted({f.stem for d in dirs if d.is_dir() for f in d.glob("*.yaml")})
+    raise SaroError(
+        f"launch.config: '{name}' is neither a file nor one of {', '.join(names) or '(none found)'}"
+    )
+
+
+def accelerate_args(launch: LaunchConfig, base: Path | None = None) -> list[str]:
+    """The ``accelerate launch`` options of a recipe's ``launch:`` section (unset fields: the config file's)."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    if launch.config:
+        cmd += ["--config_file", str(accelerate_config_file(launch.config, base))]
+    if launch.use_cpu and (launch.num_processes or 1) > 1:  # --cpu alone would start one process
+        cmd += ["--multi_gpu", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1"]
+    elif launch.use_cpu:
+        cmd += ["--cpu"]
+    mixed = launch.mixed_precision or ("no" if launch.use_cpu else None)
+    options = {
+        "num_processes": launch.num_processes,
+        "num_machines": launch.num_machines or (1 if launch.use_cpu else None),
+        "machine_rank": launch.machine_rank,
+        "main_process_ip": launch.main_process_ip,
+        "main_process_port": launch.main_process_port,
+        "mixed_precision": mixed,
+    }
+    for key, value in options.items():
+        if value is not None:
+            cmd += [f"--{key}", str(value)]
+    return [*cmd, *launch.args]
+
+
+def recipe_launch_command(
+    stage: str, launch: LaunchConfig, recipe_path: str | Path, overrides: list[str], overwrite: bool = False
+) -> list[str]:
+    """The argv that runs pipeline stage ``stage`` (train_sft / train_dpo) of the recipe at ``recipe_path`` under
+    ``accelerate launch``: ``... -m saro train sft RECIPE --set ...`` with the same overrides, so every rank loads
+    the identical recipe."""
+    short = stage.removeprefix("train_")
+    if short not in STAGES:
+        raise SaroError(f"stage '{stage}' does not run under accelerate launch (train_sft, train_dpo)")
+    cmd = [*accelerate_args(launch, Path(recipe_path).parent), "-m", "saro", "train", short, str(recipe_path)]
+    for ov in overrides:
+        cmd += ["--set", ov]
+    return [*cmd, "--overwrite"] if overwrite else cmd
+
+
+def launched() -> bool:
+    """True inside a process started by ``accelerate launch`` (or by ``saro run``'s launch)."""
+    return bool(os.environ.get("WORLD_SIZE") or os.environ.get(LAUNCHED_ENV))
+
+
+def launch_stage(
+    stage: str, launch: LaunchConfig, recipe_path: str | Path | None, overrides: list[str], overwrite: bool
+) -> None:
+    """Run one training stage under ``accelerate launch`` and wait for it; a failure is a one-line SaroError."""
+    if not recipe_path:
+        raise SaroError(f"launch: stage '{stage}' needs a recipe loaded from a file (saro run RECIPE.yaml)")
+    cmd = recipe_launch_command(stage, launch, recipe_path, overrides, overwrite)
+    log.info("stage %s: accelerate launch (%s)", stage, " ".join(cmd[3:]))
+    env = {**os.environ, LAUNCHED_ENV: "1"}
+    try:
+        rc = subprocess.run(cmd, env=env, check=False).returncode
+    except OSError as e:
+        raise SaroError(f"stage '{stage}': cannot start accelerate launch ({e})") from None
+    if rc != 0:
+        raise SaroError(f"stage '{stage}': accelerate launch exited with code {rc} (its output is above)")
+
+
 def run_spec(stage: str, spec_path: Path) -> dict[str, Any]:
     """Run one stage from a spec file in this process (one of possibly many launched ranks)."""
     try:
@@ -73,14 +166,20 @@ def run_spec(stage: str, spec_path: Path) -> dict[str, Any]:
         from saro.train.sft import train_sft
 
         return train_sft(
-            build_sft_config(spec["config"], spec["output_dir"]), Path(spec["train_file"]), eval_file
+            build_sft_config(spec["config"], spec["output_dir"]),
+            Path(spec["train_file"]),
+            eval_file,
+            method=spec.get("method"),
         )
     if stage == "dpo":
         from saro.train.config import build_dpo_config
         from saro.train.dpo import train_dpo
 
         return train_dpo(
-            build_dpo_config(spec["config"], spec["output_dir"]), Path(spec["train_file"]), eval_file
+            build_dpo_config(spec["config"], spec["output_dir"]),
+            Path(spec["train_file"]),
+            eval_file,
+            method=spec.get("method"),
         )
     raise SaroError(f"unknown training stage '{stage}' (sft, dpo)")
 

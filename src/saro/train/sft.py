@@ -34,6 +34,7 @@ def train_sft(
     """
     from trl import SFTTrainer
 
+    assert cfg.output_dir is not None  # TrainingArguments.__post_init__ defaults it
     out = Path(cfg.output_dir)
     tok, template, eot = loading.load_training_tokenizer(cfg)
     train_ds = loading.load_jsonl_dataset(Path(train_file), [MESSAGES], "train_sft")

@@ -11,12 +11,15 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from saro.errors import SaroError
 from saro.recipe import TRAIN_KEYS, iter_variants
 from saro.records import read_rows, stable_id, write_jsonl_atomic
 from saro.stage import RunDir, StageContext, copy_tree
+
+if TYPE_CHECKING:
+    from saro.train.config import SaroDPOConfig, SaroSFTConfig
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +135,7 @@ def train_variant(ctx: StageContext, variant: str | None, section: dict[str, Any
         log.info("%s%s: final model exists, skipping", ctx.stage, f"/{variant}" if variant else "")
         return {"final": str(final), "skipped": True}
     args = {k: v for k, v in section.items() if k not in TRAIN_KEYS}
+    cfg: SaroSFTConfig | SaroDPOConfig
     if ctx.stage == "train_sft":
         from saro.train.config import build_sft_config
         from saro.train.sft import train_sft
@@ -173,7 +177,7 @@ def train_variant(ctx: StageContext, variant: str | None, section: dict[str, Any
 
 def _filter_pairs(src: Path, types: list[str], dst: Path) -> Path:
     rows = read_rows(src)
-    known = sorted({r.get("pair_type") for r in rows})
+    known = sorted(cast("set[str]", {r.get("pair_type") for r in rows}))  # SRPO rows carry a str pair_type
     bad = [t for t in types if t not in known]
     if bad:
         raise SaroError(f"train_dpo.pair_types: {bad} not in the SRPO data (has: {', '.join(known)})")
