@@ -91,3 +91,12 @@ def test_hub_base_model_goes_into_the_yaml(tmp_path: Path) -> None:
     assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert "safetydpo" in card.data.tags and card.data.to_dict()["saro"]["method"] == "SafetyDPO"
     assert "sk-something-secret" not in path.read_text() and "| global_step | 3 |" in card.text
+
+
+def test_the_embedded_model_is_named_by_its_hub_id_and_licence():
+    from saro.train.card import EMBEDDED_BASE, _license_of, base_model_of, is_hub_id
+
+    assert base_model_of("embedded") == EMBEDDED_BASE == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert is_hub_id(EMBEDDED_BASE)
+    assert _license_of("embedded") == "apache-2.0"
+    assert base_model_of("/no/such/folder") == "/no/such/folder"

@@ -24,7 +24,7 @@ def test_interval_zero_logs_every_step(caplog):
         for _ in range(4):
             prog.advance(task)
     lines = _lines(caplog)
-    assert lines[0] == "generating (base): started (4 items)"
+    assert lines[0] == "generating (base): 0/4, started"
     assert [re.match(r"generating \(base\): (\d)/4 ", x).group(1) for x in lines[1:]] == ["1", "2", "3", "4"]
     assert "ETA" in lines[-1] and "/s" in lines[-1]
 

@@ -89,7 +89,8 @@ class LogProgress:
         tid = TaskID(len(self.tasks))
         self.tasks[tid] = _Task(description, total)
         if not self.disable:
-            self.log.info("%s: started (%s items)", description, f"{total:g}" if total is not None else "?")
+            # done/total from the first line on, so even a run shorter than the interval logs two counted lines
+            self.log.info("%s: 0/%s, started", description, f"{total:g}" if total is not None else "?")
         return tid
 
     def advance(self, task_id: TaskID, advance: float = 1) -> None:

