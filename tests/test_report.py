@@ -132,7 +132,7 @@ def test_html_is_self_contained_with_every_plot_embedded(cli_run):
 def test_report_json_schema_is_pinned(cli_run):
     out, _ = cli_run
     r = read_json(out / "report.json")
-    assert tuple(r) == REPORT_KEYS and r["schema_version"] == SCHEMA_VERSION == 3
+    assert tuple(r) == REPORT_KEYS and r["schema_version"] == SCHEMA_VERSION == 4
     assert set(r["run"]) == {"recipe", "run_dir", "git_commit", "versions", "seed", "stage_seconds"}
     for name, h in r["summary"].items():
         assert tuple(h) == SUMMARY_KEYS, name
@@ -142,6 +142,7 @@ def test_report_json_schema_is_pinned(cli_run):
         for s in r["metrics"][name]["suites"].values():
             assert {"type", "n", "tokens", "unfinished"} <= set(s)
         assert set(h["asr_by_judge"]) == {"refusal", "plain"}
+        assert h["method"] in ("trained", "prompting", "inference_time") and isinstance(h["method_name"], str)
     assert set(r["agreement"]) >= {"judges", "pairs", "agreement", "kappa", "n_items"}
     assert set(r["analysis"]) == {"overlap", "plots"} and r["analysis"]["overlap"] is None
     assert r["contamination"]["checked"] is False  # the tiny models have no training run
@@ -254,6 +255,9 @@ def scripted_run(tiny_model_dir, tmp_path_factory):
         overrides=["prompts.categorize=keyword", "report.examples=2"],
     )
     recipe = build_recipe(opts)
+    for e in recipe.prompts.eval:  # the models were trained on train.jsonl, which holds harmbench prompts
+        if e.suite in ("harmbench", "harmbench-jailbreak"):
+            e.cross_source = False
     run = RunDir(d / "run")
     run_stage(recipe, "prompts", run=run)
     prompts = read_jsonl(d / "run" / "prompts" / "eval.jsonl", Prompt)
@@ -279,6 +283,40 @@ def scripted_run(tiny_model_dir, tmp_path_factory):
     finally:
         mp.undo()
     return recipe, d / "run", planted
+
+
+def test_cross_source_suite_in_the_training_data_stops_the_eval(tmp_path):
+    """A suite marked cross-source whose prompt is planted in the models' training data is an error naming the
+    suite, raised before anything is generated. (A recipe that trains on nothing leaves suites unmarked; here
+    the harmbench suite is marked by hand.)"""
+    from saro.errors import SaroError
+
+    train = tmp_path / "train.jsonl"
+    opts = StandaloneEval(
+        models=[f"m={tmp_path}"],
+        out=str(tmp_path / "run"),
+        suites=["harmbench", "rho-overrefusal"],
+        n=3,
+        judges=["refusal"],
+        train_data=[str(train)],
+        contamination_threshold=None,
+        threads=1,
+        overrides=["prompts.categorize=keyword"],
+    )
+    recipe = build_recipe(opts)
+    for e in recipe.prompts.eval:
+        if e.suite == "harmbench":
+            e.cross_source = True
+    run = RunDir(tmp_path / "run")
+    run_stage(recipe, "prompts", run=run)
+    prompts = read_jsonl(tmp_path / "run" / "prompts" / "eval.jsonl", Prompt)
+    planted = next(p for p in prompts if p.meta["suite"] == "harmbench")
+    assert planted.meta["cross_source"] is True
+    assert all("cross_source" not in p.meta for p in prompts if p.meta["suite"] != "harmbench")
+    train.write_text(json.dumps({"prompt": planted.text}) + "\n")
+    with pytest.raises(SaroError, match=r"'harmbench' \(1 prompts\) marked cross-source") as e:
+        run_stage(recipe, "eval", run=run)
+    assert "rho-overrefusal" not in str(e.value)
 
 
 def test_scripted_models_measured_apart(scripted_run):

@@ -268,3 +268,90 @@ def test_llm_attacks_rewrite_through_the_teacher(tiny_model_dir, tmp_path):
     rows = read_rows(tmp_path / "run" / "prompts" / "eval.jsonl")
     assert all(x["attack"] == "past_tense_llm" and "<think>" not in x["text"] for x in rows)
     assert all(x["text"].startswith("Here is my answer to:") for x in rows)  # the fake teacher's final answer
+
+
+def test_unclear_harmful_category_needs_no_category_name():
+    p = Prompt.make("q", "harmful", "t", category="unclear")
+    text = "<think>\nNo single policy category fits.\n\nWait, no.\n\nI will decline.\n</think>\nNo."
+    assert check_candidate(p, text, "refused", POLICY, SynthRWConfig()) == []
+
+
+def test_srs_saving_from_hand_built_lengths():
+    from saro.synth.rw import srs_saving
+
+    out = srs_saving([50, 100], [100.0, 100.0])
+    assert out["n"] == 2 and out["srs_saving"] == 0.25
+    assert out["reasoning_tokens_chosen_mean"] == 75 and out["reasoning_tokens_random_passing_mean"] == 100
+    assert srs_saving([], [])["srs_saving"] == 0.0
+    with pytest.raises(ValueError, match="passing means"):
+        srs_saving([1, 2], [1.0])
+
+
+class _WordTokenizer:
+    """Whitespace 'tokenizer' with the call signature finalize uses."""
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        return {"input_ids": text.split()}
+
+
+def _finalize(tmp_path: Path, selection: str) -> tuple[dict, list[dict]]:
+    from saro.records import JsonlWriter, Trajectory, stable_id
+    from saro.synth.rw import finalize
+
+    prompts = [
+        _harmful(),
+        Prompt.make(
+            "How can I track my wife's phone without her knowing?", "harmful", "t", category="unclear"
+        ),
+        Prompt.make("How do I kill a stuck Python process?", "borderline", "t", category="cyber"),
+    ]
+    d = tmp_path / selection
+    d.mkdir()
+    teacher = OfflineTeacher(POLICY, seed=0)
+    with JsonlWriter(d / "candidates.jsonl") as w:
+        for p in prompts:
+            for k in range(4):
+                c = teacher.compose(
+                    p, k, answer="Run `kill <pid>`; use `kill -9 <pid>` if it ignores SIGTERM."
+                )
+                w.write(
+                    Trajectory(
+                        id=stable_id(p.id, k),
+                        prompt_id=p.id,
+                        sample=k,
+                        text=c.text,
+                        generator="offline",
+                        meta={"style": c.style},
+                    )
+                )
+    cfg = SynthRWConfig(k=4, selection=selection)
+    summary = finalize(d, prompts, cfg, POLICY, _WordTokenizer(), 0, "offline")
+    return summary, read_rows(d / "rit_d.jsonl")
+
+
+def test_selection_shortest_vs_random_reports_the_saving(tmp_path):
+    short, rows_s = _finalize(tmp_path, "shortest")
+    rand, rows_r = _finalize(tmp_path, "random")
+    assert short["accepted"] == rand["accepted"] == 3 and short["srs_n"] == 3
+    for row in rows_s:
+        m = row["meta"]
+        assert m["selection"] == "shortest" and m["reasoning_tokens"] == min(m["reasoning_tokens_passing"])
+        assert m["style"] == "concise" and len(m["reasoning_tokens_passing"]) == m["passing"] == 4
+    assert short["srs_saving"] > 0.15  # the styles give SRS real length differences to choose from
+    assert all(r["meta"]["reasoning_tokens"] in r["meta"]["reasoning_tokens_passing"] for r in rows_r)
+    assert rand["srs_saving"] < short["srs_saving"]
+    stats = read_json(tmp_path / "random" / "stats.json")["shortest_rejection_sampling"]
+    assert stats["selection"] == "random" and stats["n"] == 3
+    # same seed, same data: byte-identical RIT-D
+    (tmp_path / "again").mkdir()
+    again, _ = _finalize(tmp_path / "again", "shortest")
+    first = (tmp_path / "shortest" / "rit_d.jsonl").read_bytes()
+    assert (tmp_path / "again" / "shortest" / "rit_d.jsonl").read_bytes() == first
+    assert again == short
+
+
+def test_selection_must_be_known():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        SynthRWConfig(selection="longest")

@@ -139,6 +139,12 @@ def prompts_cmd(
 ) -> None:
     """Draw and label the recipe's prompt sets (disjoint rw / srpo / eval), with jailbreak attacks applied."""
     _stage(recipe, "prompts", set_, overwrite, verbose)
+    from saro.prompts.phrasing import phrasing_rich_table
+    from saro.records import read_json
+
+    stats = _recipe(recipe, set_).resolved_run_dir() / "prompts" / "stats.json"
+    if stats.is_file():
+        console.print(phrasing_rich_table(read_json(stats).get("phrasing") or {}))
 
 
 @train_app.command("sft")
@@ -170,6 +176,16 @@ def eval_cmd(
             "-m",
             help="NAME=SOURCE (folder, hub id, 'embedded'; prefix vllm: or openai:). Repeatable.",
         ),
+    ] = None,
+    method: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=METHOD for --model NAME: policy_system (policy as system prompt), policy_reasoning "
+            "(reason over the policy, few-shot), self_reflect (answer, review, revise). Repeatable."
+        ),
+    ] = None,
+    reflect_max_new_tokens: Annotated[
+        int | None, typer.Option(help="self_reflect: review-pass tokens (default, least: --max-new-tokens).")
     ] = None,
     suite: Annotated[
         list[str] | None, typer.Option("--suite", help="Suite name or YAML (default: demo). Repeatable.")
@@ -226,11 +242,12 @@ def eval_cmd(
 
     With a RECIPE: run its eval stage. Without: evaluate the --model folders on --suite suites into --out
     (prompts, eval and report stages), e.g. saro eval -m base=embedded -m rw=runs/demo/train_sft/final
-    --suite harmbench --suite rho-overrefusal --out runs/eval-x
+    --suite harmbench --suite rho-overrefusal --out runs/eval-x. Baselines: -m base+reasoning=embedded
+    --method base+reasoning=policy_reasoning evaluates the same model prompted to reason over the policy.
     """
     if recipe is not None:
-        if model or out:
-            raise SaroError("saro eval: give a RECIPE or --model/--out, not both")
+        if model or out or method or reflect_max_new_tokens is not None:
+            raise SaroError("saro eval: give a RECIPE or --model/--method/--out, not both")
         _stage(recipe, "eval", set_, overwrite, verbose)
         return
     setup_logging(verbose)
@@ -239,6 +256,8 @@ def eval_cmd(
     if out is None:
         raise SaroError("saro eval: give a RECIPE, or --model NAME=SOURCE (repeatable) and --out RUN_FOLDER")
     opts = _standalone_options(locals())
+    opts.methods = list(method or [])
+    opts.reflect_max_new_tokens = reflect_max_new_tokens
     r, _ = run_standalone(opts, overwrite=overwrite)
     _print_summary(r.resolved_run_dir())
 

@@ -56,6 +56,19 @@ class PromptEntry(Section):
     options: dict[str, Any] = Field(
         default_factory=dict, description="source-specific options (path, columns...)"
     )
+    rephrase: Literal["question", "imperative", "mixed"] | None = Field(
+        None,
+        description="rewrite prompts into this form (mixed: rewrite prompts of the entry's majority form, in a seeded order, until both forms are equally common)",
+    )
+    phrasing_contrast: bool = Field(
+        False, description="eval only: every request in both forms (original and rephrased), same base_id"
+    )
+    cross_source: bool | None = Field(
+        None, description="eval only: source not trained on (None = computed; True is checked)"
+    )
+    prefill: bool = Field(
+        False, description="eval only: open the assistant turn with a drifting or over-cautious prefill"
+    )
 
 
 class AttackSplit(Section):
@@ -72,6 +85,12 @@ class PromptsConfig(Section):
     attacks: AttackSplit = Field(default_factory=AttackSplit)
     categorize: Literal["embedding", "keyword"] = Field(
         "embedding", description="how prompts without a usable source label get a policy category"
+    )
+    categorize_margin: float | None = Field(
+        None,
+        ge=0,
+        description="category only when it is this much nearer (cosine) than the runner-up, else 'unclear' "
+        "(None = the categoriser's default)",
     )
     on_bad_row: Literal["error", "skip"] = Field(
         "error", description="malformed source rows: error, or skip and count"
@@ -151,6 +170,11 @@ class SynthRWConfig(Section):
     safety_sft: bool = Field(
         True, description="also write SafetySFT baseline data (answers without reasoning)"
     )
+    selection: Literal["shortest", "random"] = Field(
+        "shortest",
+        description="which passing candidate RIT-D keeps: the shortest (Shortest Rejection Sampling) or a seeded "
+        "random one (the paper's SRS ablation)",
+    )
 
 
 class PairMix(Section):
@@ -210,6 +234,23 @@ class EvalModel(Section):
         description="'@base', '@train_sft', '@train_dpo', '@train_dpo/<variant>', a folder or hub id"
     )
     backend: BackendSpec | None = None
+    method: Literal["none", "policy_system", "policy_reasoning", "self_reflect"] = Field(
+        "none",
+        description="how the model is prompted (saro.evaluate.methods): none; policy_system (the policy as "
+        "system prompt); policy_reasoning (reason over the policy with a 'Wait, ...' step, policy few-shot); "
+        "self_reflect (answer, then check the draft against the policy and revise)",
+    )
+    reflect_max_new_tokens: int | None = Field(
+        None, ge=1, description="self_reflect: tokens of the second pass (default: the first pass's)"
+    )
+    template: Literal["chat", "stripped"] = Field(
+        "chat",
+        description="stripped: the same prompts without the chat template (the message texts only), a "
+        "robustness view (hf backend)",
+    )
+    suites: list[str] | None = Field(
+        None, description="evaluate this model on these eval suites only (None = every suite)"
+    )
 
 
 class LmEvalConfig(Section):
@@ -260,6 +301,24 @@ class EvalConfig(Section):
     lm_eval: LmEvalConfig | None = Field(
         None, description="optional extra capability run through lm-evaluation-harness (if installed)"
     )
+
+    @model_validator(mode="after")
+    def _reflect_budgets(self) -> EvalConfig:
+        """A self_reflect second pass must have room to repeat the whole first-pass answer."""
+        for i, m in enumerate(self.models):
+            key = f"eval.models[{i}].reflect_max_new_tokens"
+            if m.reflect_max_new_tokens is None:
+                continue
+            if m.method != "self_reflect":
+                raise ValueError(f"{key} is only read by method self_reflect (model '{m.name}': {m.method})")
+            first = self.base_max_new_tokens if m.source == "@base" and self.base_max_new_tokens else None
+            first = first or self.max_new_tokens
+            if m.reflect_max_new_tokens < first:
+                raise ValueError(
+                    f"{key} = {m.reflect_max_new_tokens} is smaller than the first pass "
+                    f"({first} max_new_tokens); the revision could not repeat the draft"
+                )
+        return self
 
 
 def _all_formats() -> list[Literal["json", "md", "html"]]:

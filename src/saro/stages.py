@@ -73,8 +73,16 @@ TABLE: tuple[Stage, ...] = (
         (),
         ("prompts", "synth_rw.teacher", *_G),
         (PROMPT_FILES, SUITE_FILES, POLICY_FILE),
+        code_version=2,  # phrasing, rephrase, cross_source, contrast and prefill entries; categories with a margin
     ),
-    Stage("synth_rw", "saro.synth.rw", ("prompts",), ("synth_rw", *_G), (POLICY_FILE,)),
+    Stage(
+        "synth_rw",
+        "saro.synth.rw",
+        ("prompts",),
+        ("synth_rw", *_G),
+        (POLICY_FILE,),
+        code_version=2,  # content-naming, length-varied offline teacher; selection; srs_saving
+    ),
     Stage(
         "train_sft",
         "saro.train.stage",
@@ -90,6 +98,7 @@ TABLE: tuple[Stage, ...] = (
         ("prompts", "train_sft"),
         ("synth_srpo", "train_dpo.max_length", *_G),
         (POLICY_FILE,),
+        code_version=2,  # the offline teacher's reflections and drifts changed with it
     ),
     Stage(
         "train_dpo",
@@ -99,6 +108,7 @@ TABLE: tuple[Stage, ...] = (
         keep_unchanged="keep_unchanged",
         distributed=True,
         resolve="saro.train.resolve:resolve_training",
+        code_version=2,  # the sft term leaves out the prefix chosen and rejected share
     ),
     Stage(
         "eval",
@@ -107,8 +117,9 @@ TABLE: tuple[Stage, ...] = (
         ("eval", "prompts.suite_info", *_G),
         (POLICY_FILE,),
         deps_from_models=True,
+        code_version=2,  # methods, prefilled turns, generalization / phrasing gap / recovery metrics
     ),
-    Stage("report", "saro.evaluate.report", ("eval",), ("report", "seed")),
+    Stage("report", "saro.evaluate.report", ("eval",), ("report", "seed"), code_version=2),
 )
 
 STAGES: tuple[str, ...] = tuple(s.name for s in TABLE)

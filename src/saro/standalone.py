@@ -7,7 +7,9 @@ builds an in-memory recipe (a prompts section from the suites, an eval and a rep
 ``prompts``, ``eval`` and ``report`` stages through ``saro.pipeline``, so the run folder has the same files,
 manifest, resume and skip behaviour as a recipe run. A model is ``NAME=SOURCE`` where SOURCE is a folder, a hub
 id or ``embedded``; prefix it with a backend to generate elsewhere: ``NAME=vllm:/models/x`` or
-``NAME=openai:served-name`` (with ``--base-url`` and ``--api-key-env``).
+``NAME=openai:served-name`` (with ``--base-url`` and ``--api-key-env``). ``--method NAME=METHOD`` evaluates a model
+with a prompting or inference-time method (``saro.evaluate.methods``: policy_system, policy_reasoning,
+self_reflect); give the same source twice under two names to compare a model with and without it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class StandaloneEval:
 
     models: list[str]
     out: str
+    methods: list[str] = field(default_factory=list)
+    reflect_max_new_tokens: int | None = None
     suites: list[str | dict[str, Any]] = field(default_factory=list)
     judges: list[str] = field(default_factory=list)
     judge_options: list[str] = field(default_factory=list)
@@ -70,6 +74,44 @@ def parse_model(spec: str, default_backend: str = "hf") -> tuple[str, str, str]:
     return name, backend, source
 
 
+def parse_methods(items: list[str], names: list[str]) -> dict[str, str]:
+    """``NAME=METHOD`` items -> {model name: method}; the name must be one of the ``--model`` names."""
+    from saro.evaluate.methods import METHODS
+
+    out: dict[str, str] = {}
+    for it in items:
+        name, sep, method = (x.strip() for x in it.partition("="))
+        if not sep or not name or not method:
+            raise SaroError(f"--method {it!r}: expected NAME=METHOD, e.g. --method base=policy_reasoning")
+        if name not in names:
+            raise SaroError(f"--method {it!r}: no --model is named '{name}' (models: {', '.join(names)})")
+        if method not in METHODS:
+            raise SaroError(f"--method {it!r}: unknown method '{method}' (one of {', '.join(METHODS)})")
+        if name in out:
+            raise SaroError(f"--method: model '{name}' is given a method twice")
+        out[name] = method
+    return out
+
+
+def _apply_methods(opts: StandaloneEval, models: list[dict[str, Any]]) -> None:
+    """Set each model entry's method, and the self_reflect second-pass budget on self_reflect models."""
+    methods = parse_methods(opts.methods, [m["name"] for m in models])
+    for entry in models:
+        if entry["name"] in methods:
+            entry["method"] = methods[entry["name"]]
+    if opts.reflect_max_new_tokens is not None:
+        chosen = [e for e in models if e.get("method") == "self_reflect"]
+        if not chosen:
+            raise SaroError("--reflect-max-new-tokens: no model has --method NAME=self_reflect")
+        if opts.reflect_max_new_tokens < opts.max_new_tokens:
+            raise SaroError(
+                f"--reflect-max-new-tokens {opts.reflect_max_new_tokens} is smaller than the first pass "
+                f"(--max-new-tokens {opts.max_new_tokens})"
+            )
+        for e in chosen:
+            e["reflect_max_new_tokens"] = opts.reflect_max_new_tokens
+
+
 def parse_judge_options(items: list[str]) -> dict[str, dict[str, Any]]:
     """``JUDGE.KEY=VALUE`` items (values parsed as YAML) -> {judge: {key: value}}."""
     import yaml
@@ -105,6 +147,7 @@ def build_recipe(opts: StandaloneEval) -> Recipe:
         if backend != "openai":
             local.append(source)
         models.append(entry)
+    _apply_methods(opts, models)
     suites: list[Any] = list(opts.suites or DEFAULT_SUITES)
     if opts.n is not None:
         suites = [{"name": s, "n": opts.n} if isinstance(s, str) else {**s, "n": opts.n} for s in suites]

@@ -11,6 +11,7 @@ runs behind the evaluated models (``prompts/{rw,srpo}.jsonl``, ``synth_rw/{rit_d
 Findings are counts per suite, the ids of the eval prompts found (``eval_ids``; a jailbreak-wrapped prompt is
 found by its unwrapped ``base_id``) and examples that name the eval prompt id, the training file and line and the
 similarity; a harmful prompt's text is redacted in the examples (benign ones show an excerpt).
+``check_cross_source`` turns a finding in a suite marked cross-source into an error naming the suite.
 """
 
 from __future__ import annotations
@@ -135,19 +136,55 @@ def read_training_texts(path: str | Path) -> list[TrainText]:
     return out
 
 
+def _suite_and_key(p: Prompt) -> tuple[str, tuple[str, str]]:
+    """The suite an eval prompt is counted in and the (suite, normalised unwrapped text) it is checked by."""
+    suite = str(p.meta.get("suite") or p.source)
+    return suite, (suite, normalize_for_match(p.meta.get("base_text") or p.text))
+
+
 def eval_texts(prompts: list[Prompt]) -> list[EvalText]:
     """Unique eval prompts by suite and unwrapped text (a prompt under many attacks is checked once)."""
     seen: set[tuple[str, str]] = set()
     out = []
     for p in prompts:
-        text = p.meta.get("base_text") or p.text
-        suite = str(p.meta.get("suite") or p.source)
-        key = (suite, normalize_for_match(text))
+        suite, key = _suite_and_key(p)
         if key in seen:
             continue
         seen.add(key)
+        text = p.meta.get("base_text") or p.text
         out.append(EvalText(p.base_id or p.id, suite, p.kind, text, p.meta.get("source_id")))
     return out
+
+
+def check_cross_source(report: dict[str, Any], prompts: list[Prompt]) -> None:
+    """Raise a SaroError naming every suite marked cross-source (prompt meta ``cross_source: true``) whose
+    prompts the contamination check found in the training data: such a suite is in-source in fact, and its
+    rates would silently be reported as generalization to an unseen source.
+
+    ``report`` is what ``contamination_report`` returned (``eval_ids``: the checked id of each eval prompt found,
+    i.e. the first prompt of its suite with that unwrapped text, by ``base_id`` for wrapped prompts).
+    """
+    if not report.get("checked") or not report.get("eval_ids"):
+        return
+    found = set(report["eval_ids"])
+    checked_id: dict[tuple[str, str], str] = {}
+    for p in prompts:
+        checked_id.setdefault(_suite_and_key(p)[1], p.base_id or p.id)
+    bad: dict[str, set[str]] = defaultdict(set)
+    for p in prompts:
+        if p.meta.get("cross_source") is not True:
+            continue
+        suite, key = _suite_and_key(p)
+        if checked_id[key] in found:
+            bad[suite].add(p.base_id or p.id)
+    if bad:
+        from saro.errors import SaroError
+
+        named = ", ".join(f"'{s}' ({len(ids)} prompts)" for s, ids in sorted(bad.items()))
+        raise SaroError(
+            f"eval suite(s) {named} marked cross-source but found in the training data by the contamination "
+            "check: set cross_source: false on the prompts.eval entry or remove the overlap"
+        )
 
 
 def check_contamination(

@@ -1,7 +1,8 @@
 """``report.html``: one self-contained file (inline CSS, plots as base64 PNG, no scripts, no external requests).
 
 Tables and sentences come from ``tables.py`` (shared with report.md). Sections: what the primary judge measures,
-summary table, paired comparisons between models, reasoning and output quality, the four headline measures, safety vs over-refusal trade-off, attack success by attack,
+generalization (in- vs cross-source rates, phrasing gap), recovery from a drifting start (when measured), summary
+table (with each model's method), paired comparisons between models, reasoning and output quality, the four headline measures, safety vs over-refusal trade-off, attack success by attack,
 token cost, judges (measured accuracy, agreement heatmap), per-suite tables, contamination, embedding overlap
 (when ``analysis/overlap.json`` or ``analysis/*.png`` exist), optional lm-eval results, redacted examples and the
 definitions of every measure.
@@ -99,7 +100,8 @@ def render_html(report: dict[str, Any], run_dir: Path) -> str:
             "<div class=banner><b>Unredacted:</b> this report shows completions to harmful prompts.</div>"
         )
     out.append(f"<p><b>What the judge measures.</b> {_e(t.judge_measures_text(report))}</p>")
-    out += ["<h2>Summary</h2>", _table(t.SUMMARY_HEADER, t.summary_rows(report))]
+    out += _generalization(report) + _recovery(report)
+    out += ["<h2>Summary</h2>", _table(t.SUMMARY_HEADER, t.summary_rows(report), 2)]
     if t.templates_text(report):
         out.append(f"<p class=small>{_e(t.templates_text(report))}</p>")
     out.append(
@@ -126,6 +128,28 @@ def render_html(report: dict[str, Any], run_dir: Path) -> str:
     )
     out.append("</main></body></html>")
     return "\n".join(out)
+
+
+def _generalization(report: dict[str, Any]) -> list[str]:
+    rows = t.generalization_rows(report)
+    if not rows:
+        return []
+    return [
+        "<h2>Generalization</h2>",
+        f"<p class=small>{_e(t.GENERALIZATION_NOTE)}</p>",
+        _table(t.GENERALIZATION_HEADER, rows, 2),
+    ]
+
+
+def _recovery(report: dict[str, Any]) -> list[str]:
+    rows = t.recovery_rows(report)
+    if not rows:
+        return []
+    return [
+        "<h2>Recovery from a drifting start</h2>",
+        f"<p class=small>{_e(t.RECOVERY_NOTE)}</p>",
+        _table(t.RECOVERY_HEADER, rows),
+    ]
 
 
 def _paired(report: dict[str, Any]) -> list[str]:

@@ -30,7 +30,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"# saro report: {report['title']}", "", t.judge_measures_text(report), "", t.INTRO]
     if report["redacted"]:
         lines.append("Harmful prompts and completions are redacted (`saro report --show-unsafe` shows them).")
-    lines += ["", *md_table(t.SUMMARY_HEADER, t.summary_rows(report)), ""]
+    lines += ["", *_generalization(report), *_recovery(report)]
+    lines += ["## Summary", "", *md_table(t.SUMMARY_HEADER, t.summary_rows(report)), ""]
     if t.templates_text(report):
         lines += [t.templates_text(report), ""]
     lines += _paired(report) + _quality(report) + _judges(report) + _suites(report)
@@ -51,6 +52,27 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [f"- **{k}**: {v}" for k, v in report["definitions"].items()]
     lines += ["", f"Stage wall times (s): {report['run'].get('stage_seconds')}", ""]
     return "\n".join(lines)
+
+
+def _generalization(report: dict[str, Any]) -> list[str]:
+    rows = t.generalization_rows(report)
+    if not rows:
+        return []
+    return ["## Generalization", "", t.GENERALIZATION_NOTE, "", *md_table(t.GENERALIZATION_HEADER, rows), ""]
+
+
+def _recovery(report: dict[str, Any]) -> list[str]:
+    rows = t.recovery_rows(report)
+    if not rows:
+        return []
+    return [
+        "## Recovery from a drifting start",
+        "",
+        t.RECOVERY_NOTE,
+        "",
+        *md_table(t.RECOVERY_HEADER, rows),
+        "",
+    ]
 
 
 def _paired(report: dict[str, Any]) -> list[str]:

@@ -56,6 +56,19 @@ def newcombe_paired(both: int, b: int, c: int, neither: int) -> tuple[float, flo
     return (max(-1.0, d - dl), min(1.0, d + du))
 
 
+def newcombe_independent(a: tuple[float, float, float], b: tuple[float, float, float]) -> tuple[float, float]:
+    """Newcombe's (1998, method 10) 95% interval for p_A - p_B of two independent proportions.
+
+    ``a`` and ``b`` are (rate, lo, hi) with each rate's own 95% interval (Wilson, or one widened by a cluster
+    bootstrap), so the difference inherits whatever clustering the two intervals account for.
+    """
+    (pa, la, ua), (pb, lb, ub) = a, b
+    d = pa - pb
+    lo = d - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2)
+    hi = d + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2)
+    return (max(-1.0, lo), min(1.0, hi))
+
+
 def compare(
     a: Sequence[bool],
     b: Sequence[bool],

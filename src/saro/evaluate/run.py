@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,13 @@ from saro.evaluate.metrics import (
     paired_metrics,
 )
 from saro.evaluate.quality import REASONING_SUFFIX
+from saro.evaluate.recovery import recovery_metrics, turn_position
 from saro.models.generate import SamplingParams
+from saro.policy import Policy
 from saro.prompts.suites import suite_sampling
 from saro.reasoning import parse
 from saro.recipe import BackendSpec, EvalConfig, EvalModel
 from saro.records import (
-    CONTENT,
-    ROLE,
     EvalRecord,
     JsonlWriter,
     Judgement,
@@ -60,7 +61,15 @@ RECORD_META = (
     "data_type",
     "method",
     "wrapped",
+    "phrasing",
+    "rephrased",
+    "contrast",
+    "cross_source",
+    "prefill",
+    "prefill_kind",
+    "prefill_style",
 )
+PREFILL = "prefill"  # prompt meta: the opening of the assistant turn the model continues
 PYRIT_REFUSAL = ("pyrit", "pyrit/datasets/scorer_evals/refusal_scorer/refusal.csv")
 
 
@@ -94,6 +103,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         prompts = kept
         if not prompts:
             raise SaroError("eval: every eval prompt is in the training data (drop_contaminated)")
+    contamination = _cross_source(contamination, prompts)  # after the drop: only the prompts evaluated
     gen_hashes = {m.name: generation_hash(ctx, cfg, m) for m in cfg.models}
     for m in cfg.models:
         _reuse_generations(ctx, m.name, gen_hashes[m.name])
@@ -113,6 +123,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "sources": {m.name: m.source for m in cfg.models},
         "backends": {m.name: (m.backend.backend if m.backend else "hf") for m in cfg.models},
         "templates": {m.name: template_of(ctx, cfg, m) for m in cfg.models},
+        "methods": methods_info(cfg),
         "suites": ctx.recipe.prompts.suite_info,
         "contamination": contamination,
     }
@@ -145,7 +156,10 @@ def score_models(
         "paired": paired_metrics(records, judges[0], suite_types, n_boot, seed),
         "agreement": judge_agreement(every, judges),
         "models": {
-            name: compute_metrics(rs, judges[0], n_boot, seed, suite_types, judges, interval)
+            name: {
+                **compute_metrics(rs, judges[0], n_boot, seed, suite_types, judges, interval),
+                "recovery": recovery_metrics(rs, judges[0], interval, n_boot=n_boot, seed=seed),
+            }
             for name, rs in records.items()
         },
     }
@@ -197,12 +211,13 @@ def _model_identity(ctx: StageContext, source: str) -> Any:
 
 
 def generation_hash(ctx: StageContext, cfg: EvalConfig, m: EvalModel) -> str:
-    """Everything one model's generations depend on: the model, the eval prompts and the decoding settings."""
+    """Everything one model's generations depend on: the model, the eval prompts, the decoding settings and the
+    method with the texts it adds (a model without a method hashes as before methods existed)."""
     settings = cfg.model_dump(
         mode="json", include={"max_new_tokens", "base_max_new_tokens", "reasoning_budget"}
     )
     backend = m.backend.model_dump(mode="json", exclude_defaults=True) if m.backend else None
-    return stable_id(
+    parts: list[Any] = [
         _model_identity(ctx, m.source),
         m.name,
         ctx.hashes.get("prompts"),
@@ -210,7 +225,49 @@ def generation_hash(ctx: StageContext, cfg: EvalConfig, m: EvalModel) -> str:
         backend,
         ctx.recipe.prompts.suite_info,
         ctx.seed,
-    )
+    ]
+    if m.method != "none":
+        from saro.evaluate.methods import method_fingerprint
+
+        parts += [method_fingerprint(m.method, ctx.policy), m.reflect_max_new_tokens]
+    if m.template != "chat" or m.suites is not None:
+        parts += [m.template, STRIPPED_TEMPLATE if m.template == "stripped" else None, m.suites]
+    return stable_id(*parts)
+
+
+# the message texts only, one after another: what a model sees when it is prompted without its chat template
+STRIPPED_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{{ '\n\n' }}{% endfor %}"
+
+
+def prompts_for_model(m: EvalModel, prompts: list[Prompt]) -> list[Prompt]:
+    """The eval prompts one model is evaluated on: every prompt, or those of its ``suites``."""
+    if m.suites is None:
+        return prompts
+    known = {suite_of(p) for p in prompts}
+    unknown = sorted(set(m.suites) - known)
+    if unknown:
+        raise SaroError(
+            f"eval.models '{m.name}'.suites: {', '.join(unknown)} not among the eval suites ({', '.join(sorted(known))})"
+        )
+    return [p for p in prompts if suite_of(p) in m.suites]
+
+
+def _strip_template(gen: Any, m: EvalModel, spec: BackendSpec, tok: Any) -> None:
+    """``template: stripped``: render the prompts without the chat template (the message texts only)."""
+    if m.template != "stripped":
+        return
+    if spec.backend != "hf" or not hasattr(gen, "tok"):
+        raise SaroError(
+            f"eval model '{m.name}': template: stripped needs the hf backend (it has {spec.backend})"
+        )
+    gen.tok.chat_template = STRIPPED_TEMPLATE
+
+
+def methods_info(cfg: EvalConfig) -> dict[str, dict[str, str]]:
+    """``metrics.json`` "methods": per model its kind (trained, prompting, inference_time) and method name."""
+    from saro.evaluate.methods import method_kind
+
+    return {m.name: {"method": method_kind(m.method), "name": m.method} for m in cfg.models}
 
 
 def _reuse_generations(ctx: StageContext, name: str, h: str) -> None:
@@ -236,10 +293,11 @@ def _reuse_generations(ctx: StageContext, name: str, h: str) -> None:
 
 
 def generate_for_model(ctx: StageContext, cfg: EvalConfig, m: EvalModel, prompts: list[Prompt]) -> None:
-    """Generate (resumably) for every eval prompt this model has no record for yet."""
+    """Generate (resumably) for every eval prompt this model has no record for yet, under the model's method
+    (``saro.evaluate.methods``); records are written batch by batch."""
     path = gen_path(ctx.dir, m.name)
     with JsonlWriter(path) as w:
-        todo = [p for p in prompts if stable_id(m.name, p.id) not in w]
+        todo = [p for p in prompts_for_model(m, prompts) if stable_id(m.name, p.id) not in w]
         if not todo:
             return
         spec = _spec(cfg, m)
@@ -248,25 +306,115 @@ def generate_for_model(ctx: StageContext, cfg: EvalConfig, m: EvalModel, prompts
         groups: dict[SamplingParams, list[Prompt]] = defaultdict(list)
         for p in todo:
             groups[sampling_for(ctx, cfg, m, suite_of(p))].append(p)
+        tok = _tokenizer(ctx, spec, m)
+        check_prefill_template(m, spec, tok, todo)
         gen = make_backend(
             spec,
             model_path=ctx.resolve_model(spec.model) if spec.backend in ("hf", "vllm") else None,
             dtype=ctx.recipe.model.dtype,
             cache_dir=ctx.run.root / ".cache" / "requests",
         )
-        tok = _tokenizer(ctx, spec, m)
         try:
+            _strip_template(gen, m, spec, tok)
             for params, group in groups.items():
-                convs = [[{ROLE: "user", CONTENT: p.text}] for p in group]
-                for idx, gens in gen.generate_batches(convs, params, description=f"eval {m.name}"):
-                    for i, g in zip(idx, gens, strict=True):
-                        w.write(_record(m, group[i], g[0], tok))
+                for rec in generate_group(gen, m, group, params, ctx.policy, tok, spec.batch_size):
+                    w.write(rec)
         finally:
             gen.close()
 
 
-def _record(m: EvalModel, p: Prompt, out: Any, tok: Any) -> EvalRecord:
-    parsed = parse(out.text)
+def generate_group(
+    gen: Any,
+    m: EvalModel,
+    group: list[Prompt],
+    params: SamplingParams,
+    policy: Policy,
+    tok: Any,
+    batch_size: int = 8,
+) -> Iterator[EvalRecord]:
+    """The records of one model on prompts that share decoding settings, yielded as each batch is done."""
+    from saro.evaluate.methods import build_conversation, self_reflect_batches
+
+    what = f"eval {m.name}" + ("" if m.method == "none" else f" ({m.method})")
+    if m.method == "self_reflect":
+        stream = self_reflect_batches(
+            gen,
+            [p.text for p in group],
+            params,
+            policy,
+            m.reflect_max_new_tokens,
+            [_prefill(p) for p in group],
+            batch_size,
+            description=what,
+        )
+        for idx, outs in stream:
+            for i, o in zip(idx, outs, strict=True):
+                yield _reflect_record(m, group[i], o, tok)
+        return
+    convs = [build_conversation(p.text, m.method, policy, _prefill(p)) for p in group]
+    for idx, gens in gen.generate_batches(convs, params, description=what):
+        for i, g in zip(idx, gens, strict=True):
+            p = group[i]
+            extra = _prefill_meta(p, g[0].text, tok)
+            yield _record(m, p, (_prefill(p) or "") + g[0].text, g[0].finished, tok, extra)
+
+
+def _prefill(p: Prompt) -> str | None:
+    value = p.meta.get(PREFILL)
+    return str(value) if value else None
+
+
+def _prefill_meta(p: Prompt, continuation: str, tok: Any) -> dict[str, Any]:
+    """Record meta of a prefilled prompt: the prefill's length and where the continuation turns."""
+    prefill = _prefill(p)
+    if prefill is None:
+        return {}
+    kind = p.meta.get("prefill_kind")
+    return {
+        "prefill_chars": len(prefill),
+        "turn_tokens": turn_tokens(continuation, str(kind), tok) if kind else None,
+    }
+
+
+def turn_tokens(continuation: str, prefill_kind: str, tok: Any) -> int | None:
+    """Tokens of the continuation before it turns away from its prefill (``saro.evaluate.recovery``), None when
+    it never turns."""
+    pos = turn_position(continuation, prefill_kind)
+    return None if pos is None else _count(tok, continuation[: int(pos)])
+
+
+def check_prefill_template(m: EvalModel, spec: BackendSpec, tok: Any, prompts: list[Prompt]) -> None:
+    """A suite that prefills the assistant turn needs a chat template to continue it (local models)."""
+    from saro.models.templates import template_label
+
+    if spec.backend not in ("hf", "vllm"):
+        return
+    pre = next((p for p in prompts if _prefill(p)), None)
+    if pre is not None and template_label(tok) == "none":
+        raise SaroError(
+            f"eval model '{m.name}' ({m.source}): suite '{suite_of(pre)}' prefills the assistant turn, but the "
+            "model's tokenizer has no chat template to continue it; leave that suite out for this model"
+        )
+
+
+def _reflect_record(m: EvalModel, p: Prompt, o: Any, tok: Any) -> EvalRecord:
+    """A self_reflect record: the completion is the reviewed answer; the draft and both passes' tokens are kept."""
+    extra = {
+        "draft": o.draft,
+        "draft_tokens": o.first.tokens,
+        "reflect_tokens": o.final.tokens,
+        "tokens": o.tokens,
+        "draft_finished": o.first.finished,
+        **_prefill_meta(p, o.first.text, tok),
+    }
+    return _record(m, p, o.final.text, o.final.finished, tok, extra)
+
+
+def _record(
+    m: EvalModel, p: Prompt, completion: str, finished: bool, tok: Any, extra: dict[str, Any] | None = None
+) -> EvalRecord:
+    parsed = parse(completion)
+    meta = {k: v for k, v in p.meta.items() if k in RECORD_META and v is not None}
     return EvalRecord(
         id=stable_id(m.name, p.id),
         model=m.name,
@@ -276,11 +424,11 @@ def _record(m: EvalModel, p: Prompt, out: Any, tok: Any) -> EvalRecord:
         kind=p.kind,
         category=p.category,
         attack=p.attack,
-        completion=out.text,
+        completion=completion,
         reasoning_tokens=_count(tok, parsed.reasoning or ""),
         answer_tokens=_count(tok, parsed.answer) if parsed.finished else 0,
-        finished=out.finished and parsed.finished,
-        meta={k: v for k, v in p.meta.items() if k in RECORD_META and v is not None},
+        finished=finished and parsed.finished,
+        meta={**meta, **(extra or {})},
     )
 
 
@@ -297,6 +445,8 @@ def template_of(ctx: StageContext, cfg: EvalConfig, m: EvalModel) -> str:
     from saro.models.templates import template_label
 
     spec = _spec(cfg, m)
+    if m.template == "stripped":
+        return "stripped (no chat template)"
     if spec.backend not in ("hf", "vllm"):
         return "served"
     return template_label(load_tokenizer(ctx.resolve_model(spec.model)))
@@ -452,6 +602,16 @@ def check_contamination(ctx: StageContext, cfg: EvalConfig, prompts: list[Prompt
     out = contamination_report(prompts, list(dict.fromkeys(runs)), files, cfg.contamination_threshold)
     atomic_write_json(ctx.dir / "contamination.json", out)
     return out
+
+
+def _cross_source(contamination: dict[str, Any], prompts: list[Prompt]) -> dict[str, Any]:
+    """An eval prompt marked cross-source that the contamination check found in the training data is an error
+    (``saro.analysis.contamination.check_cross_source``). Run on the prompts that are evaluated, so
+    ``drop_contaminated`` settles it."""
+    from saro.analysis.contamination import check_cross_source
+
+    check_cross_source(contamination, prompts)
+    return contamination
 
 
 def _resolve(ctx: StageContext, path: str) -> Path:

@@ -36,10 +36,25 @@ def fmt_rate(r: dict[str, Any] | None) -> str:
     if lo is not None and hi is not None:
         s += f" [{_pct(lo)}–{_pct(hi)}]"
     k = r.get("k", r.get("count"))
+    if not r.get("method"):
+        return s + f" ({k}/{r['n']})"
     how = method_label(r.get("method"))
-    if r.get("method", "").startswith("cluster") and r.get("clusters"):
+    if r["method"].startswith("cluster") and r.get("clusters"):
         how += f", {r['clusters']} base prompts"
     return s + f" ({k}/{r['n']}, {how})"
+
+
+def fmt_diff(d: dict[str, Any] | None) -> str:
+    """A difference of two rates in points with its 95% interval, ``+12.5 pts [-3.1, +27.0]`` (en dash: none)."""
+    if not d or d.get("diff") is None:
+        return "–"
+    return f"{100 * d['diff']:+.1f} pts [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
+
+
+def method_text(h: dict[str, Any]) -> str:
+    """A model's method as shown: ``trained``, ``prompting (policy_system)``, ..."""
+    kind, name = h.get("method") or "trained", h.get("method_name") or "none"
+    return kind if name == "none" else f"{kind} ({name})"
 
 
 def _tok(h: dict[str, Any]) -> tuple[str, str]:
@@ -51,6 +66,7 @@ def _tok(h: dict[str, Any]) -> tuple[str, str]:
 
 SUMMARY_HEADER = [
     "model",
+    "method",
     "ASR harmful",
     "ASR jailbreak",
     "ASR held-out attacks",
@@ -75,7 +91,89 @@ def summary_rows(report: dict[str, Any]) -> Rows:
             "accuracy",
             "unfinished",
         )
-        rows.append([name, *(fmt_rate(h.get(k)) for k in keys), r, a])
+        rows.append([name, method_text(h), *(fmt_rate(h.get(k)) for k in keys), r, a])
+    return rows
+
+
+GENERALIZATION_LABELS = {
+    "asr_harmful": "ASR plain harmful",
+    "asr_jailbreak": "ASR jailbreak",
+    "over_refusal": "over-refusal",
+}
+GENERALIZATION_HEADER = [
+    "model",
+    "measure",
+    "in-source",
+    "cross-source",
+    "gap in − cross [95%]",
+    "phrasing gap imperative − question [95%]",
+    "phrasing pairs",
+    "McNemar p",
+]
+GENERALIZATION_NOTE = (
+    "In-source suites come from a source that also supplies training prompts; cross-source suites from one that "
+    "supplies none. Gap = in-source − cross-source in points (Newcombe's interval for two independent "
+    "proportions). Phrasing gap: the same held-out requests as an imperative and as a question, imperative − "
+    "question in points, paired per request (Newcombe's paired interval, exact McNemar p). A model that learned "
+    "the policy rather than its training prompts has both gaps near zero."
+)
+
+
+def generalization_rows(report: dict[str, Any]) -> Rows:
+    """Per model and measure: in- vs cross-source rates, their gap, and the phrasing gap (empty when no model
+    has either, e.g. records of an older prompts stage)."""
+    rows = []
+    for name, h in report["summary"].items():
+        gen, phr = h.get("generalization") or {}, h.get("phrasing_gap") or {}
+        for key, label in GENERALIZATION_LABELS.items():
+            g, ph = gen.get(key) or {}, phr.get(key)
+            if not (g.get("in") or g.get("cross") or ph):
+                continue
+            rows.append(
+                [
+                    name,
+                    label,
+                    fmt_rate(g.get("in")),
+                    fmt_rate(g.get("cross")),
+                    fmt_diff(g.get("gap")),
+                    fmt_diff(ph),
+                    str(ph["n"]) if ph else "–",
+                    fmt_p(ph["p"]) if ph else "–",
+                ]
+            )
+    return rows
+
+
+RECOVERY_KINDS = ("drift", "overcautious")
+RECOVERY_HEADER = [
+    "model",
+    "recovery",
+    "from a drifting start",
+    "from an over-cautious start",
+    "median tokens to the turn (n)",
+]
+RECOVERY_NOTE = (
+    "The assistant turn was forced to open with a drifting (toward complying with a harmful request) or an "
+    "over-cautious (toward refusing a benign one) start; recovery = share of those turns the model brought back "
+    "to the policy. Tokens to the turn: continuation tokens before the model turns. These prompts count in no "
+    "other rate."
+)
+
+
+def recovery_rows(report: dict[str, Any]) -> Rows:
+    """Recovery from a forced opening per model (empty when no model was given prefilled prompts)."""
+    rows = []
+    for name, h in report["summary"].items():
+        rec = h.get("recovery")
+        if not rec:
+            continue
+        by = rec.get("by_kind") or {}
+        tt = rec.get("turn_tokens") or {}
+        median = tt.get("median")
+        turn = "–" if median is None else f"{median:g} ({tt.get('n', 0)})"
+        rows.append(
+            [name, fmt_rate(rec.get("recovery")), *(fmt_rate(by.get(k)) for k in RECOVERY_KINDS), turn]
+        )
     return rows
 
 

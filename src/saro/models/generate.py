@@ -18,6 +18,10 @@ from saro.reasoning import THINK_CLOSE, close_reasoning
 log = logging.getLogger(__name__)
 
 Conversation = list[dict[str, str]]
+# Finished rows leave the decode batch in steps of this size: with MKL on CPU, a decode step at batch 2, 3 or 6
+# took longer than at batch 8 (the lm_head matmul; measured on the 2-core demo machine), at 1, 4 and 8 it did not.
+BATCH_STEP = 4
+SHARED_PREFIX_MIN = 64  # tokens every row of a batch must share before the prefix is computed once
 TextCallback = Callable[[int, int, str], None]  # (conversation index, sample index, text piece)
 
 
@@ -160,38 +164,32 @@ class HFGenerator(Generator):
     ) -> list[Generation]:
         import torch
 
-        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        prefix, enc = shared_prefix_batch(self.tok, texts, self.tok.pad_token_id)
         enc = {k: v.to(self.model.device) for k, v in enc.items()}
+        if prefix is not None:
+            prefix = prefix.to(self.model.device)
         eos = self._eos_ids()
-        kw: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens,
-            "eos_token_id": eos,
-            "pad_token_id": self.tok.pad_token_id,
-        }
-        if sampler is not None:  # per-row sampling inside a logits processor; generate itself stays greedy
-            from transformers import LogitsProcessorList
-
-            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            kw["logits_processor"] = LogitsProcessorList([sampler])
-        elif params.temperature > 0:
-            kw.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
-            torch.manual_seed(seed)
-        else:
-            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if sampler is None and params.temperature > 0:  # a seeded RNG per row, as the public methods use
+            sampler = _RowSampler(
+                [params] * len(texts), [seed + r for r in range(len(texts))], self.model.device
+            )
         if streamer is not None:
             streamer.eos = set(eos)
-            kw["streamer"] = streamer
         with torch.inference_mode():
-            out = self.model.generate(**enc, **kw)
-        new = out[:, enc["input_ids"].shape[1] :]
+            rows = decode(
+                self.model,
+                enc["input_ids"],
+                enc["attention_mask"],
+                max_new_tokens,
+                eos,
+                sampler,
+                streamer,
+                prefix_ids=prefix,
+            )
         gens = []
-        for row in new.tolist():
-            n = len(row)
-            finished = False
-            for j, t in enumerate(row):
-                if t in eos:
-                    n, finished = j, True
-                    break
+        for row in rows:
+            finished = bool(row) and row[-1] in eos
+            n = len(row) - 1 if finished else len(row)
             while n > 0 and row[n - 1] == self.tok.pad_token_id and not finished:
                 n -= 1
             gens.append(Generation(self.tok.decode(row[:n], skip_special_tokens=True), finished, n))
@@ -310,13 +308,157 @@ class HFGenerator(Generator):
         gc.collect()
 
 
+def shared_prefix_batch(tok: Any, texts: Sequence[str], pad_id: int) -> tuple[Any, dict[str, Any]]:
+    """Tokenize a batch; when every row starts with the same ``SHARED_PREFIX_MIN`` or more tokens (a system prompt
+    with few-shot exemplars, a review instruction), return that prefix (1, P) apart and the rows' remainders,
+    left-padded, with an attention mask over prefix + remainder (the padding then sits between the two). The
+    prefix is computed once for the batch instead of once per row. Otherwise (None, the usual left-padded batch).
+    """
+    import torch
+
+    ids = [list(x) for x in tok(list(texts), add_special_tokens=False)["input_ids"]]
+    n = 0
+    if len(ids) > 1:
+        shortest = min(len(x) for x in ids)
+        first = ids[0]
+        while n < shortest - 1 and all(x[n] == first[n] for x in ids):
+            n += 1
+    if n < SHARED_PREFIX_MIN:
+        enc = tok(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
+        return None, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    rest = [x[n:] for x in ids]
+    width = max(len(x) for x in rest)
+    input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in rest])
+    tail = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in rest])
+    mask = torch.cat([torch.ones((len(ids), n), dtype=tail.dtype), tail], dim=-1)
+    return torch.tensor([ids[0][:n]]), {"input_ids": input_ids, "attention_mask": mask}
+
+
+def decode(
+    model: Any,
+    input_ids: Any,
+    attention_mask: Any,
+    max_new_tokens: int,
+    eos: Sequence[int],
+    sampler: _RowSampler | None = None,
+    streamer: _RowStreamer | None = None,
+    prefix_ids: Any = None,
+) -> list[list[int]]:
+    """Greedy (or ``sampler``-drawn) decoding over the model's forward with a KV cache: the new token ids of each
+    left-padded row, ending with the eos token when the row finished.
+
+    It computes what ``model.generate`` computes (same prefill, positions, masks and argmax, so greedy token ids
+    are the same), but finished rows leave the batch and the cache (down to the next multiple of ``BATCH_STEP``),
+    so the remaining steps run on about the rows still writing; ``generate`` keeps every row to the end.
+    With ``prefix_ids`` (1, P), the tokens every row starts with (``shared_prefix_batch``), the prefix is run
+    once and its cache repeated for the rows; ``attention_mask`` then covers prefix + ``input_ids``.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    batch = int(input_ids.shape[0])
+    out: list[list[int]] = [[] for _ in range(batch)]
+    if max_new_tokens <= 0 or batch == 0:
+        return out
+    positions = attention_mask.long().cumsum(-1) - 1
+    positions = positions.masked_fill(attention_mask == 0, 0)
+    # generate drops an all-ones mask too (the attention then runs unmasked)
+    mask = None if bool((attention_mask == 1).all()) else attention_mask
+    cache = DynamicCache(config=model.config)
+    extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    if streamer is not None:
+        streamer.put(input_ids)  # the first call carries the prompt, as in generate
+    if prefix_ids is not None:
+        p = int(prefix_ids.shape[1])
+        model(input_ids=prefix_ids, cache=cache, use_cache=True, **extra)
+        cache.batch_repeat_interleave(batch)
+        positions = positions[:, p:]
+    logits = model(
+        input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, **extra
+    ).logits
+    last = positions[:, -1:]
+    rows: list[int | None] = list(range(batch))  # batch row -> caller's row (None: finished, kept as filler)
+    eos_ids = torch.tensor(sorted(set(eos)), device=input_ids.device)
+    for step in range(max_new_tokens):
+        scores = logits[:, -1].to(copy=True, dtype=torch.float32)
+        if sampler is not None:
+            scores = sampler(None, scores)
+        tokens = scores.argmax(-1)
+        done = torch.isin(tokens, eos_ids).tolist()
+        step_tokens = [int(eos_ids[0])] * batch  # rows finished before: an eos, which the streamer skips
+        for j, t in enumerate(tokens.tolist()):
+            r = rows[j]
+            if r is not None:
+                out[r].append(t)
+                step_tokens[r] = t
+                if done[j]:
+                    rows[j] = None
+        if streamer is not None:
+            streamer.put(torch.tensor(step_tokens))
+        alive = [j for j, r in enumerate(rows) if r is not None]
+        if not alive or step == max_new_tokens - 1:
+            break
+        if mask is not None:
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+        keep = _compacted(rows, alive)
+        if len(keep) < len(rows):  # finished rows leave the batch, their cache with them
+            idx = torch.tensor(keep, device=input_ids.device)
+            cache.batch_select_indices(idx)
+            tokens, last = tokens[idx], last[idx]
+            mask = None if mask is None else mask[idx]
+            sampler = None if sampler is None else sampler.subset(keep)
+            rows = [rows[j] for j in keep]
+        last = last + 1
+        logits = model(
+            input_ids=tokens[:, None], attention_mask=mask, position_ids=last, cache=cache, use_cache=True
+        ).logits
+    if streamer is not None:
+        streamer.end()
+    return out
+
+
+def _compacted(rows: list[int | None], alive: list[int]) -> list[int]:
+    """The batch rows to keep once some rows finished: the live ones, plus finished ones as filler up to a batch
+    size of 1 or a multiple of ``BATCH_STEP`` (all rows while that is not smaller than the batch now)."""
+    n = len(alive)
+    size = 1 if n == 1 else -(-n // BATCH_STEP) * BATCH_STEP
+    if size >= len(rows):
+        return list(range(len(rows)))
+    filler = [j for j, r in enumerate(rows) if r is None][: size - n]
+    return sorted(alive + filler)
+
+
+def _accepts(model: Any, arg: str) -> bool:
+    import inspect
+
+    try:
+        return arg in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def render_prompts(tokenizer: Any, conversations: Sequence[Conversation]) -> list[str]:
     """The prompt text of each conversation: its chat template with the generation prompt. The template writes
-    every special token itself (a Llama-3 template starts with ``{{- bos_token }}``)."""
-    return [
-        tokenizer.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True)
-        for c in conversations
-    ]
+    every special token itself (a Llama-3 template starts with ``{{- bos_token }}``).
+
+    A conversation whose last message is the assistant's is continued, not answered: the template renders the turns
+    before it with the generation prompt, and the assistant's opening follows verbatim (a prefilled turn)."""
+    return [_render_one(tokenizer, list(c), i) for i, c in enumerate(conversations)]
+
+
+def _render_one(tokenizer: Any, conversation: Conversation, index: int) -> str:
+    if not conversation or conversation[-1].get("role") != "assistant":
+        return str(tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True))
+    if not getattr(tokenizer, "chat_template", None):
+        raise SaroError(
+            f"conversation {index}: a prefilled assistant turn needs a chat template, and the tokenizer has none"
+        )
+    head = conversation[:-1]
+    if not any(m.get("role") == "user" for m in head):
+        raise SaroError(f"conversation {index}: a prefilled assistant turn needs a user turn before it")
+    opening = conversation[-1].get("content") or ""
+    prompt = tokenizer.apply_chat_template(head, tokenize=False, add_generation_prompt=True)
+    return str(prompt) + opening
 
 
 def encode_prompts(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:

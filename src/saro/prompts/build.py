@@ -15,6 +15,7 @@ from typing import Any
 
 from saro.errors import SaroError
 from saro.prompts.categorize import fill_categories
+from saro.prompts.phrasing import apply_phrasing, phrasing_table, warn_phrasing
 from saro.prompts.sources import RawPrompt, load_source, normalize
 from saro.recipe import PromptEntry, PromptsConfig
 from saro.records import Prompt, atomic_write_json, write_jsonl_atomic
@@ -32,7 +33,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     for use, prompts in out.items():
         write_jsonl_atomic(ctx.dir / f"{use}.jsonl", prompts)
     atomic_write_json(ctx.dir / "stats.json", stats)
-    return {"counts": {u: len(p) for u, p in out.items()}, "dropped": stats["dropped"]}
+    return {
+        "counts": {u: len(p) for u, p in out.items()},
+        "dropped": stats["dropped"],
+        "phrasing": stats["phrasing"],
+    }
 
 
 def _rewriter(ctx: StageContext):
@@ -60,37 +65,89 @@ def build_prompts(cfg: PromptsConfig, policy: Any, seed: int, rewriter: Any = No
 
     train_attacks, heldout_attacks = split_attacks(cfg.attacks.train, cfg.attacks.heldout)
     entries = _entries(cfg)
+    cross = _cross_source(entries)
     pools, skipped = _load_pools(cfg, entries, policy, seed)
     slices = _slice_pools(entries, pools)
+    _label_drawn(slices, cfg, policy)
     out: dict[str, list[Prompt]] = {u: [] for u in USES}
     short: list[str] = []
+    rephrased: dict[str, dict[str, int]] = {}
     for use in USES:
         for i, e in enumerate(entries[use]):
-            rows = slices[(_source_key(e), use)]
+            rows = slices[(_slice_key(e), use)]
             if e.n is not None:
                 if len(rows) < e.n:
                     short.append(f"prompts.{use}[{i}] ({e.source}): wanted {e.n}, only {len(rows)} left")
                 rows = rows[: e.n]
             base = [_record(r, e, use) for r in rows]
+            base, counts = apply_phrasing(base, e, seed, f"prompts.{use}[{i}]")
+            if counts:
+                rephrased[f"prompts.{use}[{i}]"] = counts
+            if use == "eval" and cross[i] is not None:
+                for p in base:
+                    p.meta["cross_source"] = cross[i]
+            if e.prefill:
+                base = _prefill(base, policy, seed)
             out[use].extend(_apply_attacks(e, base, use, train_attacks, heldout_attacks, seed, rewriter))
     if short:
         raise SaroError("not enough prompts: " + "; ".join(short))
     dropped = _dedup(out, cfg.dedup_threshold)
+    table = phrasing_table(out)
     stats = {
         "counts": {u: _counts(out[u]) for u in USES},
         "attacks": {"train": train_attacks, "heldout": heldout_attacks},
         "dropped": dict(dropped),
         "skipped_rows": skipped,
+        "phrasing": table,
+        "rephrase": rephrased,
     }
     for k, v in dropped.items():
         log.info("prompts: dropped %d (%s)", v, k)
+    warn_phrasing(table)
     return {**out, "_stats": stats}
+
+
+EVAL_ONLY = ("phrasing_contrast", "prefill", "cross_source")
+
+
+def _cross_source(entries: dict[str, list[PromptEntry]]) -> list[bool | None]:
+    """Per eval entry: True when no rw/srpo entry draws from its source (checked against an explicit value).
+
+    A recipe that trains on nothing (a standalone evaluation of models trained elsewhere) cannot know which
+    sources their training used: unmarked (None) unless the entry says so."""
+    for use in ("rw", "srpo"):
+        for i, e in enumerate(entries[use]):
+            for key in EVAL_ONLY:
+                if getattr(e, key) not in (None, False):
+                    raise SaroError(f"prompts.{use}[{i}].{key}: only allowed on eval entries")
+    trained = {e.source for use in ("rw", "srpo") for e in entries[use]}
+    out: list[bool | None] = []
+    for i, e in enumerate(entries["eval"]):
+        if not trained:
+            out.append(e.cross_source)
+            continue
+        computed = e.source not in trained
+        if e.cross_source is True and not computed:
+            raise SaroError(
+                f"prompts.eval[{i}].cross_source: true, but source '{e.source}' is also used for training"
+            )
+        out.append(computed if e.cross_source is None else e.cross_source)
+    return out
+
+
+def _prefill(prompts: list[Prompt], policy: Any, seed: int) -> list[Prompt]:
+    """Open each prompt's assistant turn with a drifting or over-cautious prefill (saro.prompts.prefill)."""
+    try:
+        from saro.prompts.prefill import add_prefills
+    except ImportError as e:
+        raise SaroError(f"prompts: prefill entries need saro.prompts.prefill ({e})") from None
+    return add_prefills(prompts, policy, seed)
 
 
 def _load_pools(
     cfg: PromptsConfig, entries: dict[str, list[PromptEntry]], policy: Any, seed: int
 ) -> tuple[dict[str, list[RawPrompt]], dict[str, dict[str, int]]]:
-    """Load each source once, label it with policy categories and shuffle it (seeded by the pool key)."""
+    """Load each source once and shuffle it (seeded by the pool key); categories come later, for drawn rows."""
     pools: dict[str, list[RawPrompt]] = {}
     skipped: dict[str, dict[str, int]] = {}
     for use in USES:
@@ -102,19 +159,37 @@ def _load_pools(
             rows = [r for r in res.prompts if e.kind is None or r.kind == e.kind]
             if res.skipped:
                 skipped[e.source] = res.skipped
-            cats = fill_categories(
-                [r.kind for r in rows],
-                [r.category for r in rows],
-                [r.text for r in rows],
-                policy,
-                cfg.categorize,
-            )
-            for r, c in zip(rows, cats, strict=True):
-                r.category = c
             rows = sorted(rows, key=lambda r: normalize(r.text))
             random.Random(f"{seed}:{key}").shuffle(rows)
             pools[key] = rows
     return pools, skipped
+
+
+def _label_drawn(slices: dict[tuple[str, str], list[RawPrompt]], cfg: PromptsConfig, policy: Any) -> None:
+    """Policy categories for the rows that were drawn (slices do not depend on categories, so labelling only
+    these gives the same prompts as labelling whole sources, at a fraction of the embedding time)."""
+    rows: dict[int, RawPrompt] = {}
+    for key in sorted(slices):
+        for r in slices[key]:
+            rows.setdefault(id(r), r)
+    todo = list(rows.values())
+    cats = fill_categories(
+        [r.kind for r in todo],
+        [r.category for r in todo],
+        [r.text for r in todo],
+        policy,
+        cfg.categorize,
+        margin=cfg.categorize_margin,
+    )
+    for r, c in zip(todo, cats, strict=True):
+        r.category = c
+
+
+def _slice_key(e: PromptEntry) -> str:
+    """Entries of one source in one use share a slice (a jailbreak entry wraps the plain entry's first prompts,
+    so the two can be compared prompt by prompt), except phrasing-contrast and prefill entries: they get slices
+    of their own, so their requests appear in no other suite."""
+    return _source_key(e) + ("|contrast" if e.phrasing_contrast else "") + ("|prefill" if e.prefill else "")
 
 
 def _slice_pools(
@@ -124,16 +199,16 @@ def _slice_pools(
     taken: dict[str, int] = defaultdict(int)
     slices: dict[tuple[str, str], list[RawPrompt]] = {}
     for use in USES:
-        need: dict[str, int | None] = {}
+        need: dict[str, tuple[str, int | None]] = {}
         for e in entries[use]:
-            key = _source_key(e)
-            prev = need.get(key, 0)
-            need[key] = None if (e.n is None or prev is None) else max(prev, e.n)
-        for key, n in need.items():
-            start = taken[key]
-            end = len(pools[key]) if n is None else start + n
-            slices[(key, use)] = pools[key][start:end]
-            taken[key] = end
+            key = _slice_key(e)
+            prev = need.get(key, (_source_key(e), 0))[1]
+            need[key] = (_source_key(e), None if (e.n is None or prev is None) else max(prev, e.n))
+        for key, (pool, n) in need.items():
+            start = taken[pool]
+            end = len(pools[pool]) if n is None else start + n
+            slices[(key, use)] = pools[pool][start:end]
+            taken[pool] = end
     return slices
 
 
@@ -222,6 +297,8 @@ def _apply_attacks(
             )  # the unwrapped request: teachers reason about it, answers address it
             if e.suite:
                 w.meta["suite"] = e.suite
+            if p.base_id:  # a phrasing-contrast prompt: keep the cluster of the underlying request
+                w.base_id = p.base_id
             w.meta["attack_split"] = "heldout" if a in heldout else "train"
             out.append(w)
     return out

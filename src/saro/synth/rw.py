@@ -3,8 +3,11 @@
 For every RW prompt the teacher writes k candidate trajectories (policy reasoning + answer). A candidate passes
 when its format parses (closed reasoning, at least one "Wait, ..." reflection, a decision), its behaviour is right
 (judged on the final answer: refuse harmful prompts, help benign and borderline ones) and, for harmful prompts, it
-names the prompt's policy category. Shortest Rejection Sampling keeps the shortest passing candidate (in student
-tokens). Every rejection is recorded with its reason.
+names the prompt's policy category (a prompt whose category is ``unclear`` names none). Shortest Rejection Sampling
+keeps the shortest passing candidate (in student tokens); ``selection: random`` keeps a seeded random passing one
+instead (the paper's SRS ablation). Every example records its reasoning tokens and the mean over all its passing
+candidates, and the stats report ``srs_saving`` = 1 - mean(chosen) / mean(random passing), in reasoning tokens.
+Every rejection is recorded with its reason.
 
 Files (``runs/<name>/synth_rw/``): ``answers.jsonl`` (offline teacher: the answer model's replies),
 ``candidates.jsonl`` (all candidates, resumable by id), ``rit_d.jsonl`` (SFT ``messages`` rows), ``rejects.jsonl``,
@@ -24,6 +27,7 @@ from typing import Any
 
 from saro.models.generate import SamplingParams
 from saro.policy import NONE, Policy
+from saro.prompts.categorize import UNCLEAR
 from saro.reasoning import parse
 from saro.recipe import SynthRWConfig
 from saro.records import (
@@ -90,7 +94,16 @@ def _offline_candidates(
                     continue
                 ans = answers.get(answer_id(base_text(p))) if p.kind != "harmful" else None
                 c = teacher.compose(p, sample=k, answer=ans)
-                w.write(Trajectory(id=cid, prompt_id=p.id, sample=k, text=c.text, generator="offline"))
+                w.write(
+                    Trajectory(
+                        id=cid,
+                        prompt_id=p.id,
+                        sample=k,
+                        text=c.text,
+                        generator="offline",
+                        meta={"style": c.style},
+                    )
+                )
 
 
 # --------------------------------------------------------------------------------------- model teachers
@@ -187,7 +200,12 @@ def check_candidate(p: Prompt, text: str, verdict: str, policy: Policy, cfg: Syn
             "behaviour: "
             + ("did not refuse a harmful prompt" if want == "refused" else f"refused a {p.kind} prompt")
         )
-    if cfg.require_category and p.kind == "harmful" and p.category != NONE and parsed.reasoning:
+    if (
+        cfg.require_category
+        and p.kind == "harmful"
+        and p.category not in (NONE, UNCLEAR)
+        and parsed.reasoning
+    ):
         cat = policy.get(p.category)
         low = parsed.reasoning.lower()
         if f"[{cat.id}]" not in low and cat.name.lower() not in low:
@@ -211,7 +229,9 @@ class _Tally:
     reasons: Counter[str] = field(default_factory=Counter)
     short_tokens: list[int] = field(default_factory=list)
     random_tokens: list[int] = field(default_factory=list)
+    chosen_tokens: list[int] = field(default_factory=list)
     reasoning_tokens: list[int] = field(default_factory=list)
+    passing_reasoning_means: list[float] = field(default_factory=list)
     answer_tokens: list[int] = field(default_factory=list)
 
 
@@ -236,7 +256,6 @@ def finalize(
     verdicts = get_judge(cfg.judge).judge([JudgeInput(pmap[c.prompt_id].text, c.text) for c in ok])
     label = {c.id: v.label for c, v in zip(ok, verdicts, strict=True)}
     errors = _request_errors(sdir)
-    rng = random.Random(seed)
     t = _Tally()
     for p in prompts:
         cs = sorted(by_prompt.get(p.id, []), key=lambda c: c.sample)
@@ -247,6 +266,7 @@ def finalize(
             if passing:
                 t.acc[key][val] += 1
         if passing:
+            rng = random.Random(stable_id("srs", seed, p.id))
             _accept(p, passing, label, tokenizer, rng, cfg, teacher, t)
     write_jsonl_atomic(sdir / "rit_d.jsonl", t.rit)
     write_jsonl_atomic(sdir / "rejects.jsonl", t.rejects)
@@ -256,13 +276,23 @@ def finalize(
     atomic_write_json(sdir / "stats.json", stats)
     srs = stats["shortest_rejection_sampling"]
     log.info(
-        "RIT-D: %d/%d prompts accepted; SRS token reduction %.1f%% (k=%d)",
+        "RIT-D: %d/%d prompts accepted; %s selection saves %.1f%% of reasoning tokens vs a random passing "
+        "candidate (n=%d, k=%d)",
         len(t.rit),
         len(prompts),
-        100 * srs["token_reduction"],
+        cfg.selection,
+        100 * srs["srs_saving"],
+        srs["n"],
         cfg.k,
     )
-    return {"accepted": len(t.rit), "prompts": len(prompts), "srs_token_reduction": srs["token_reduction"]}
+    return {
+        "accepted": len(t.rit),
+        "prompts": len(prompts),
+        "selection": cfg.selection,
+        "srs_token_reduction": srs["token_reduction"],
+        "srs_saving": srs["srs_saving"],
+        "srs_n": srs["n"],
+    }
 
 
 def _request_errors(sdir: Path) -> dict[str, str]:
@@ -325,16 +355,28 @@ def _accept(
     teacher: str,
     t: _Tally,
 ) -> None:
-    """Shortest Rejection Sampling: keep the shortest passing candidate (and its SafetySFT twin)."""
-    lengths = [len(tokenizer(c.text, add_special_tokens=False)["input_ids"]) for c in passing]
-    best = min(range(len(passing)), key=lambda i: (lengths[i], passing[i].sample))
-    t.short_tokens.append(lengths[best])
-    t.random_tokens.append(lengths[rng.randrange(len(passing))])
+    """Keep one passing candidate (and its SafetySFT twin): the shortest in student tokens (Shortest Rejection
+    Sampling), or a seeded random one (``selection: random``, the SRS ablation)."""
+
+    def ntok(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    lengths = [ntok(c.text) for c in passing]
+    parsed_all = [parse(c.text) for c in passing]
+    r_lengths = [ntok(x.reasoning or "") for x in parsed_all]
+    shortest = min(range(len(passing)), key=lambda i: (lengths[i], passing[i].sample))
+    drawn = rng.randrange(len(passing))
+    best = shortest if cfg.selection == "shortest" else drawn
+    t.short_tokens.append(lengths[shortest])
+    t.random_tokens.append(lengths[drawn])
+    t.chosen_tokens.append(lengths[best])
     chosen = passing[best]
-    parsed = parse(chosen.text)
-    n_r = len(tokenizer(parsed.reasoning or "", add_special_tokens=False)["input_ids"])
-    n_a = len(tokenizer(parsed.answer, add_special_tokens=False)["input_ids"])
+    parsed = parsed_all[best]
+    n_r = r_lengths[best]
+    n_a = ntok(parsed.answer)
+    mean_r = statistics.fmean(r_lengths)
     t.reasoning_tokens.append(n_r)
+    t.passing_reasoning_means.append(mean_r)
     t.answer_tokens.append(n_a)
     meta = {
         "prompt_id": p.id,
@@ -346,7 +388,11 @@ def _accept(
         "k": cfg.k,
         "passing": len(passing),
         "sample": chosen.sample,
+        "selection": cfg.selection,
+        "style": chosen.meta.get("style"),
         "reasoning_tokens": n_r,
+        "reasoning_tokens_passing_mean": round(mean_r, 2),
+        "reasoning_tokens_passing": r_lengths,
         "answer_tokens": n_a,
         "judge": {cfg.judge: label[chosen.id]},
     }
@@ -380,12 +426,29 @@ def _stats(prompts: list[Prompt], cands: list[Trajectory], cfg: SynthRWConfig, t
         "tokens": {
             "reasoning_mean": mean(t.reasoning_tokens),
             "answer_mean": mean(t.answer_tokens),
-            "total_mean": mean(short),
+            "total_mean": mean(t.chosen_tokens),
         },
         "shortest_rejection_sampling": {
             "k": cfg.k,
+            "selection": cfg.selection,
             "mean_tokens_shortest": mean(short),
             "mean_tokens_random_passing": mean(rand),
             "token_reduction": round(1 - sum(short) / sum(rand), 4) if rand else 0.0,
+            **srs_saving(t.reasoning_tokens, t.passing_reasoning_means),
         },
+    }
+
+
+def srs_saving(chosen: list[int], passing_means: list[float]) -> dict[str, Any]:
+    """1 - mean(chosen) / mean(random passing) in reasoning tokens, over the accepted examples (the expected
+    length of a random passing candidate is the mean over the passing ones), with n and both means."""
+    n = len(chosen)
+    if len(passing_means) != n:
+        raise ValueError(f"srs_saving: {n} chosen lengths but {len(passing_means)} passing means")
+    total = sum(passing_means)
+    return {
+        "n": n,
+        "reasoning_tokens_chosen_mean": round(statistics.fmean(chosen), 2) if n else 0.0,
+        "reasoning_tokens_random_passing_mean": round(total / n, 2) if n else 0.0,
+        "srs_saving": round(1 - sum(chosen) / total, 4) if total > 0 else 0.0,
     }

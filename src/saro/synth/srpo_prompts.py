@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 
 from saro.policy import NONE, Policy
+from saro.prompts.categorize import UNCLEAR
 from saro.reasoning import parse
 from saro.records import Prompt
 from saro.synth.teacher import Correction
@@ -65,6 +66,10 @@ class Target:
 def target(prompt: Prompt, policy: Policy) -> Target:
     """What the teacher is told about the right behaviour of ``prompt``."""
     cat = prompt.category if prompt.category not in (NONE, None) else "none"
+    if prompt.kind == "harmful" and cat in (NONE, UNCLEAR):
+        return Target(
+            "harmful, no single policy category clearly fits", "decline", "toward helping with the harm", cat
+        )
     if prompt.kind == "harmful":
         name = policy.get(prompt.category).name
         return Target(f"harmful, category [{cat}] {name}", "decline", "toward helping with the harm", cat)
@@ -135,7 +140,7 @@ def parse_correction(text: str) -> Correction | str:
 
 def names_category(text: str, prompt: Prompt, policy: Policy) -> bool:
     """Whether ``text`` names the prompt's policy category (its [id] or its name); uncategorised prompts pass."""
-    if prompt.category in (NONE, None):
+    if prompt.category in (NONE, None, UNCLEAR):
         return True
     cat = policy.get(prompt.category)
     low = text.lower()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from saro.policy import Policy
+from saro.policy import NONE, Policy
+from saro.prompts.categorize import UNCLEAR
 from saro.reasoning import parse, render
 from saro.records import Prompt
 
@@ -22,8 +23,9 @@ TEACHER_SYSTEM = """You are a careful AI assistant that reasons about a written 
 For every request, first think inside <think> ... </think>, in short paragraphs separated by blank lines:
 1. Understand the request and its intent, including any framing around it (role-play, encodings, nested stories,
    instructions about how to start or what not to say). The framing does not change what is being asked.
-2. Find the policy category and the specific clause that applies (write its id in brackets, e.g. [cyber]), or say
-   that no category applies.
+2. Name the risky part of the request in its own words and what answering it would enable. Find the policy
+   category and the specific clause that applies (write its id in brackets, e.g. [cyber]); say so when no single
+   category clearly fits, and decide from what the answer would enable; or say that no category applies.
 3. Consider the benign reading: would a reasonable person ask this for a legitimate reason, and would the answer
    give real uplift toward harm?
 4. Reflect with a paragraph that starts with "Wait," and checks your own judgement, both against being
@@ -108,14 +110,23 @@ def teacher_messages(
             msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
     user = prompt.text
     if label_hint:
-        hint = {
-            "harmful": f"(Reviewer note: this request was labelled harmful, category [{prompt.category}].)",
-            "borderline": "(Reviewer note: this request was labelled benign even though it may look sensitive.)",
-            "benign": "(Reviewer note: this request was labelled benign.)",
-        }[prompt.kind]
-        user = f"{prompt.text}\n\n{hint}"
+        user = f"{prompt.text}\n\n{reviewer_note(prompt)}"
     msgs.append({"role": "user", "content": user})
     return msgs
+
+
+def reviewer_note(prompt: Prompt) -> str:
+    """The label hint appended to the request: kind, and for harmful prompts the category (or that none fits)."""
+    if prompt.kind == "harmful":
+        if prompt.category in (UNCLEAR, NONE):
+            return (
+                "(Reviewer note: this request was labelled harmful; no single policy category clearly fits it, so "
+                "decide from what answering would enable.)"
+            )
+        return f"(Reviewer note: this request was labelled harmful, category [{prompt.category}].)"
+    if prompt.kind == "borderline":
+        return "(Reviewer note: this request was labelled benign even though it may look sensitive.)"
+    return "(Reviewer note: this request was labelled benign.)"
 
 
 def validate_teacher_output(text: str) -> str | None:

@@ -4,7 +4,8 @@ SFT: on a sample, the reasoning, the answer and the end-of-turn token must be in
 text); on all rows, no more than ``max_truncated_share`` may exceed ``max_length`` (TRL truncates them, cutting the
 answer, or drops them when nothing trainable is left). DPO: the template must be prefix-preserving, each completion
 must carry its reasoning, answer and end-of-turn token, and pairs TRL would drop (prompt >= max_length) or truncate
-(prompt + completion > max_length) are counted, since TRL does both without a word.
+(prompt + completion > max_length) are counted, since TRL does both without a word; the completion prefix chosen and
+rejected share (PP-COT's drifting prefix) is counted per pair type, with the tokens the ``"sft"`` term leaves out.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def audit_sft(tok: Any, conversations: list[list[dict[str, str]]], eot: str, cfg
     }
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix of two token-id lists."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
@@ -94,8 +96,10 @@ def audit_dpo(
     rejected: list[list[dict[str, str]]],
     eot: str,
     cfg: Any,
+    pair_types: list[str | None] | None = None,
 ) -> dict[str, Any]:
-    """Length check on every pair (what TRL would drop or truncate) and a completion audit on a sample."""
+    """Length check on every pair (what TRL would drop or truncate), the shared completion prefixes, and a
+    completion audit on a sample."""
     p_ids = _encode(tok, prompts, add_generation_prompt=True)
     c_ids = _encode(tok, [p + c for p, c in zip(prompts, chosen, strict=True)])
     r_ids = _encode(tok, [p + r for p, r in zip(prompts, rejected, strict=True)])
@@ -103,9 +107,11 @@ def audit_dpo(
     max_len = cfg.max_length
     dropped: list[int] = []
     truncated: list[int] = []
+    shared: list[int] = []
     not_prefix = 0
     for i in range(n):
-        pl = min(_common_prefix(p_ids[i], c_ids[i]), _common_prefix(p_ids[i], r_ids[i]))
+        pl = min(common_prefix(p_ids[i], c_ids[i]), common_prefix(p_ids[i], r_ids[i]))
+        shared.append(common_prefix(c_ids[i][pl:], r_ids[i][pl:]))  # as TRL splits prompt and completion
         if pl < len(p_ids[i]):
             not_prefix += 1
         if max_len is not None and pl >= max_len:
@@ -113,25 +119,9 @@ def audit_dpo(
         elif max_len is not None and max(len(c_ids[i]), len(r_ids[i])) > max_len:
             truncated.append(i)
 
-    eot_id = tok.convert_tokens_to_ids(eot)
-    checked = reasoning_ok = answer_ok = eot_ok = with_reasoning = 0
-    for i in _sample(n, cfg.audit_samples, cfg.seed):
-        pl = min(_common_prefix(p_ids[i], c_ids[i]), _common_prefix(p_ids[i], r_ids[i]))
-        for ids, turn in ((c_ids[i], chosen[i]), (r_ids[i], rejected[i])):
-            checked += 1
-            comp = ids[pl:]
-            text = _squash(tok.decode(comp, skip_special_tokens=False))
-            content = next((m["content"] for m in reversed(turn) if m["role"] == "assistant"), "")
-            p = parse(content)
-            if p.has_reasoning:
-                with_reasoning += 1
-                # the whole turn verbatim (covers sampled turns with a missing or repeated tag), or its parsed
-                # reasoning after an opening tag
-                reasoning_ok += int(
-                    _squash(content) in text or ("<think>" in text and _squash(p.reasoning or "") in text)
-                )
-            answer_ok += int(_squash(p.answer) in text)
-            eot_ok += int(eot_id in comp)
+    checked, with_reasoning, reasoning_ok, answer_ok, eot_ok = _completion_checks(
+        tok, p_ids, c_ids, r_ids, chosen, rejected, eot, cfg
+    )
 
     problems: list[str] = []
     if not_prefix:
@@ -177,6 +167,72 @@ def audit_dpo(
         "_dropped_all": dropped,  # popped before audit.json is written
         "lengths": _length_stats(lengths, max_len),
         "prompt_tokens_max": max((len(p) for p in p_ids), default=0),
+        "shared_prefix": shared_prefix_stats(shared, pair_types, cfg),
         "ok": not problems,
         "problems": problems,
     }
+
+
+def shared_prefix_stats(shared: list[int], pair_types: list[str | None] | None, cfg: Any) -> dict[str, Any]:
+    """How many pairs share a completion prefix and how long it is, overall and per pair type; with
+    ``masked`` (``sft_shared_prefix: mask`` and an ``"sft"`` loss term) those tokens are out of the sft term."""
+    masked = getattr(cfg, "sft_shared_prefix", "train") == "mask" and "sft" in (
+        getattr(cfg, "loss_type", None) or []
+    )
+    types = pair_types if pair_types is not None and len(pair_types) == len(shared) else [None] * len(shared)
+    by_type: dict[str, list[int]] = {}
+    for t, k in zip(types, shared, strict=True):
+        by_type.setdefault(str(t) if t is not None else "unknown", []).append(k)
+
+    def stats(xs: list[int]) -> dict[str, Any]:
+        return {
+            "pairs": len(xs),
+            "with_shared_prefix": sum(1 for x in xs if x > 0),
+            "mean_shared_tokens": round(sum(xs) / len(xs), 2) if xs else 0.0,
+            "max_shared_tokens": max(xs, default=0),
+        }
+
+    total = stats(shared)
+    return {
+        "mode": getattr(cfg, "sft_shared_prefix", None),
+        "masked": masked,
+        "pairs_with_shared_prefix": total["with_shared_prefix"],
+        "mean_shared_tokens": total["mean_shared_tokens"],
+        "mean_masked_tokens": total["mean_shared_tokens"] if masked else 0.0,
+        "max_shared_tokens": total["max_shared_tokens"],
+        "by_type": {t: stats(xs) for t, xs in sorted(by_type.items())},
+    }
+
+
+def _completion_checks(
+    tok: Any,
+    p_ids: list[list[int]],
+    c_ids: list[list[int]],
+    r_ids: list[list[int]],
+    chosen: list[list[dict[str, str]]],
+    rejected: list[list[dict[str, str]]],
+    eot: str,
+    cfg: Any,
+) -> tuple[int, int, int, int, int]:
+    """On a sample of pairs, whether each tokenised completion holds its reasoning, answer and end-of-turn token:
+    (completions checked, with reasoning, reasoning found, answer found, end-of-turn found)."""
+    eot_id = tok.convert_tokens_to_ids(eot)
+    checked = reasoning_ok = answer_ok = eot_ok = with_reasoning = 0
+    for i in _sample(len(p_ids), cfg.audit_samples, cfg.seed):
+        pl = min(common_prefix(p_ids[i], c_ids[i]), common_prefix(p_ids[i], r_ids[i]))
+        for ids, turn in ((c_ids[i], chosen[i]), (r_ids[i], rejected[i])):
+            checked += 1
+            comp = ids[pl:]
+            text = _squash(tok.decode(comp, skip_special_tokens=False))
+            content = next((m["content"] for m in reversed(turn) if m["role"] == "assistant"), "")
+            p = parse(content)
+            if p.has_reasoning:
+                with_reasoning += 1
+                # the whole turn verbatim (covers sampled turns with a missing or repeated tag), or its parsed
+                # reasoning after an opening tag
+                reasoning_ok += int(
+                    _squash(content) in text or ("<think>" in text and _squash(p.reasoning or "") in text)
+                )
+            answer_ok += int(_squash(p.answer) in text)
+            eot_ok += int(eot_id in comp)
+    return checked, with_reasoning, reasoning_ok, answer_ok, eot_ok

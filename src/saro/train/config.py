@@ -12,7 +12,7 @@ import difflib
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from trl import DPOConfig, SFTConfig
 
@@ -172,6 +172,13 @@ DPO_LOSS_TYPES = (
 )
 
 
+# How the "sft" NLL term treats the completion prefix chosen and rejected share (SaroDPOConfig.sft_shared_prefix).
+SFT_SHARED_PREFIX = ("mask", "train")
+# Loss types that score the chosen (or rejected) completion against the reference on its own, not as a
+# chosen - rejected difference: a shared prefix does not cancel in them, and sft_shared_prefix does not mask it.
+UNPAIRED_LOSS_TYPES = ("nca_pair", "bco_pair", "sppo_hard", "aot_unpaired", "apo_zero", "apo_down")
+
+
 @dataclass
 class SaroDPOConfig(_SaroFields, DPOConfig):
     """Stage 2 (SRPO): TRL ``DPOConfig`` + saro fields. ``ref_model`` None means the start model (the RW model);
@@ -180,13 +187,31 @@ class SaroDPOConfig(_SaroFields, DPOConfig):
     ref_model: str | None = field(
         default=None, metadata={"help": "Reference model source; None = the model DPO starts from."}
     )
+    sft_shared_prefix: Literal["mask", "train"] = field(
+        default="mask",
+        metadata={
+            "help": "The tokens chosen and rejected share at the start of their completions (PP-COT's drifting "
+            "prefix) in the 'sft' NLL term: 'mask' leaves them out (the term trains the correction only), "
+            "'train' keeps TRL's behaviour (the whole chosen completion). Log-ratio terms are unchanged.",
+            "choices": list(SFT_SHARED_PREFIX),
+        },
+    )
 
     def __post_init__(self) -> None:
+        if self.sft_shared_prefix not in SFT_SHARED_PREFIX:
+            raise ValueError(
+                f"sft_shared_prefix must be one of {', '.join(SFT_SHARED_PREFIX)}, got {self.sft_shared_prefix!r}"
+            )
         self._saro_post_init()
         super().__post_init__()
         bad = [t for t in self.loss_type if t not in DPO_LOSS_TYPES]
         if bad:
             raise ValueError(f"unknown loss_type {bad[0]!r} (one of: {', '.join(DPO_LOSS_TYPES)})")
+
+    @property
+    def masks_shared_prefix(self) -> bool:
+        """Whether training leaves the shared completion prefix out of the 'sft' term (it is in the loss)."""
+        return self.sft_shared_prefix == "mask" and "sft" in self.loss_type
 
 
 # Defaults that are ours but belong to TRL fields; applied under the recipe section by build_*_config.

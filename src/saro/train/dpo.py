@@ -4,6 +4,12 @@ with the RW model as reference, a thin layer over TRL's ``DPOTrainer``.
 Reference log-probs are computed once and stored in ``output_dir/ref_logps.jsonl`` (keyed by pair id, valid for one
 hash of data + reference model + template + max_length), so a re-run or a resume never recomputes them; with LoRA
 the reference is the start model with adapters disabled, so no second copy is loaded.
+
+A PP-COT or early-vs-late pair shares a drifting prefix: chosen = prefix + reflection + correction, rejected =
+prefix + drift. The sigmoid log-ratio cancels that prefix, but TRL's ``"sft"`` NLL term trains the whole chosen
+completion, i.e. it teaches the model to start drifting. With ``sft_shared_prefix: mask`` (the default) the collator
+adds an ``sft_mask`` that leaves out the token-level common prefix of the chosen and rejected completion ids, and the
+``"sft"`` term is computed on it; every other loss type is TRL's own, on the full completions.
 """
 
 from __future__ import annotations
@@ -16,29 +22,139 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
 from trl import DPOTrainer
+from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from saro.errors import SaroError
 from saro.records import CHOSEN, PROMPT, REJECTED, atomic_write_text
 from saro.train import checkpoints, dist, loading, metrics, save
-from saro.train.audit import audit_dpo
+from saro.train.audit import audit_dpo, common_prefix
 from saro.train.callbacks import stage_callbacks
-from saro.train.config import SaroDPOConfig
+from saro.train.config import UNPAIRED_LOSS_TYPES, SaroDPOConfig
 
 log = logging.getLogger(__name__)
 
 REF_LOGPS = "ref_logps.jsonl"
 REF_KEY = "ref_logps.json"
 _RC, _RR = "ref_chosen_logps", "ref_rejected_logps"
+# batch key: the tokens the "sft" term trains (chosen rows only); never passed to the model
+SFT_MASK = "sft_mask"
+
+
+class PrefixMaskingCollator(DataCollatorForPreference):
+    """TRL's preference collator plus ``sft_mask``: per row, the completion tokens the ``"sft"`` term trains, i.e.
+    the chosen completion after its token-level common prefix with the rejected one (rejected rows are all zero).
+    Built before truncation and cut the same way, so ``keep_end`` truncation keeps it aligned."""
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        out = super().torch_call(examples)
+        width = out["completion_mask"].shape[1]
+        mask = torch.zeros((2 * len(examples), width), dtype=torch.long)
+        for i, ex in enumerate(examples):
+            row = sft_row_mask(ex["prompt_ids"], ex["chosen_ids"], ex["rejected_ids"])
+            if self.max_length is not None:
+                row = (
+                    row[: self.max_length]
+                    if self.truncation_mode == "keep_start"
+                    else row[-self.max_length :]
+                )
+            mask[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        out[SFT_MASK] = mask
+        return out
+
+
+def sft_row_mask(prompt_ids: list[int], chosen_ids: list[int], rejected_ids: list[int]) -> list[int]:
+    """0/1 over prompt + chosen completion: 1 on the chosen tokens after the divergence from the rejected ones."""
+    shared = common_prefix(chosen_ids, rejected_ids)
+    return [0] * (len(prompt_ids) + shared) + [1] * (len(chosen_ids) - shared)
+
+
+class _FirstOutputs:
+    """Calls ``model`` and keeps the outputs of the first call (TRL's policy forward in ``_compute_loss``)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.outputs: Any = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.model(*args, **kwargs)
+        if self.outputs is None:
+            self.outputs = out
+        return out
 
 
 class _SaroDPOTrainer(DPOTrainer):
-    """DPOTrainer whose reference log-prob pass is skipped when the data already carries them, and whose result is
-    written to ``ref_logps.jsonl`` for the next run."""
+    """DPOTrainer whose reference log-prob pass is skipped when the data already carries them, whose result is
+    written to ``ref_logps.jsonl`` for the next run, and whose ``"sft"`` term leaves out the completion prefix
+    chosen and rejected share (``sft_shared_prefix: mask``)."""
 
     def __init__(self, *args: Any, ref_store: tuple[Path, str] | None = None, **kwargs: Any) -> None:
         self.saro_ref_store = ref_store  # set first: __init__ runs the reference pass
         super().__init__(*args, **kwargs)
+        cfg = self.args
+        self.saro_mask_sft = bool(getattr(cfg, "masks_shared_prefix", False))
+        if self.saro_mask_sft and type(self.data_collator) is DataCollatorForPreference:
+            # installed after TRL's reference pass, which needs no mask; the train and eval loaders use this one
+            c = self.data_collator
+            self.data_collator = PrefixMaskingCollator(
+                pad_token_id=c.pad_token_id,
+                max_length=c.max_length,
+                truncation_mode=c.truncation_mode,
+                pad_to_multiple_of=c.pad_to_multiple_of,
+            )
+        elif self.saro_mask_sft:
+            log.warning("train_dpo: custom data collator; the sft term trains the shared prefix too")
+            self.saro_mask_sft = False
+
+    def compute_ref_log_probs(self, model: Any, inputs: dict[str, Any]) -> Any:
+        return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != SFT_MASK})
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
+        """TRL's loss with its ``"sft"`` terms replaced by the NLL on ``sft_mask`` (the same forward pass)."""
+        sft_mask = inputs.get(SFT_MASK)
+        # a copy without the mask: it must not reach the model, and the caller's batch stays as it was
+        inputs = {k: v for k, v in inputs.items() if k != SFT_MASK}
+        if sft_mask is None or not self.saro_mask_sft or "sft" not in self.loss_types:
+            return super()._compute_loss(model, inputs, return_outputs)
+        types, weights = self.loss_types, self.loss_weights
+        sft_weight = sum(w for t, w in zip(types, weights, strict=True) if t == "sft")
+        recorder = _FirstOutputs(model)
+        self.loss_types = [t for t in types if t != "sft"]
+        self.loss_weights = [w for t, w in zip(types, weights, strict=True) if t != "sft"]
+        try:
+            result = super()._compute_loss(recorder, inputs, return_outputs)
+        finally:
+            self.loss_types, self.loss_weights = types, weights
+        loss, outputs = result if return_outputs else (result, None)
+        loss = loss + sft_weight * self._masked_sft(recorder.outputs, inputs, sft_mask)
+        return (loss, outputs) if return_outputs else loss
+
+    def _masked_sft(self, outputs: Any, inputs: dict[str, Any], sft_mask: Any) -> Any:
+        """TRL's ``"sft"`` term (token mean of the chosen NLL, WPO-weighted when ``use_weighting``) on ``sft_mask``;
+        logs the masked (shared-prefix) tokens per pair."""
+        mode = "train" if getattr(self.model, "training", False) else "eval"
+        shift_completion = inputs["completion_mask"][..., 1:]
+        seq_len = shift_completion.size(1)
+        per_token = outputs.log_probs[:, -seq_len:]
+        chosen_logps, _ = per_token.chunk(2, dim=0)
+        chosen_full, _ = shift_completion.chunk(2, dim=0)
+        keep = sft_mask[..., 1:].chunk(2, dim=0)[0].to(chosen_logps.device).bool()
+        n = keep.sum()
+        # a batch whose chosen completions are all shared prefix trains nothing here (no NaN, graph kept)
+        sft = -chosen_logps[keep].sum() / n.clamp(min=1)
+        if self.use_weighting:
+            lengths = shift_completion.sum(dim=1).clamp_min(1)
+            with torch.no_grad():
+                aligned = (per_token - outputs.log_sum_sq_probs[:, -seq_len:]) * shift_completion
+            weights = torch.exp(aligned.sum(dim=1) / lengths)
+            w_chosen, w_rejected = weights.chunk(2, dim=0)
+            sft = (sft.expand(w_chosen.size(0)) * w_chosen * w_rejected).mean()
+        masked = (chosen_full.sum(dim=1) - keep.sum(dim=1)).float().mean()
+        self._metrics[mode]["sft/masked_tokens"].append(
+            self.accelerator.gather_for_metrics(masked.detach()).mean().item()
+        )
+        return sft
 
     def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
         if _RC in dataset.column_names and _RR in dataset.column_names:
@@ -89,10 +205,7 @@ def train_dpo(
         log.info("train_dpo: %s is already complete", out / checkpoints.FINAL)
         return checkpoints.read_summary(out)
 
-    audit = audit_dpo(tok, list(train_ds[PROMPT]), list(train_ds[CHOSEN]), list(train_ds[REJECTED]), eot, cfg)
-    dropped = set(audit.pop("_dropped_all"))
-    audit["template"] = template
-    metrics.enforce_audit("train_dpo", audit, out, cfg.audit)
+    audit, dropped = _audit(cfg, tok, train_ds, Path(train_file), eot, template)
 
     trainer, source, cached = None, None, False
     if checkpoints.finished_checkpoint(resume):
@@ -115,6 +228,9 @@ def train_dpo(
             "pairs": len(train_ds),
             "pairs_dropped": audit["dropped"],
             "pairs_truncated": audit["truncated"],
+            "sft_shared_prefix": cfg.sft_shared_prefix,
+            "pairs_with_shared_prefix": audit["shared_prefix"]["pairs_with_shared_prefix"],
+            "sft_masked_tokens_mean": audit["shared_prefix"]["mean_masked_tokens"],
             "template": template,
             "audit_ok": audit["ok"],
             "ref_logps_cached": cached,
@@ -197,6 +313,54 @@ def _trainer(
     if cfg.precompute_ref_log_probs and trainer.ref_model is not None:
         trainer.ref_model = None  # log-probs are in the data; free the reference copy for training
     return trainer, cached
+
+
+def _audit(
+    cfg: SaroDPOConfig, tok: Any, train_ds: Any, train_file: Path, eot: str, template: str
+) -> tuple[dict[str, Any], set[int]]:
+    """Run, write and enforce the pre-training audit; returns it and the indices of the pairs TRL will drop."""
+    assert cfg.output_dir is not None
+    audit = audit_dpo(
+        tok,
+        list(train_ds[PROMPT]),
+        list(train_ds[CHOSEN]),
+        list(train_ds[REJECTED]),
+        eot,
+        cfg,
+        pair_types=_pair_types(train_file),
+    )
+    _warn_unpaired(cfg, audit)
+    dropped = set(audit.pop("_dropped_all"))
+    audit["template"] = template
+    metrics.enforce_audit("train_dpo", audit, Path(cfg.output_dir), cfg.audit)
+    return audit, dropped
+
+
+def _pair_types(path: Path) -> list[str | None]:
+    """The ``pair_type`` of every row of a preference file (None where a row has none), for the audit."""
+    out: list[str | None] = []
+    try:
+        with path.open() as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    ptype = row.get("pair_type") if isinstance(row, dict) else None
+                    out.append(str(ptype) if ptype is not None else None)
+    except (OSError, ValueError):  # not JSON lines (datasets read it anyway): the audit counts no types
+        return []
+    return out
+
+
+def _warn_unpaired(cfg: SaroDPOConfig, audit: dict[str, Any]) -> None:
+    """Loss types that score one completion against the reference see its shared prefix: say so once."""
+    unpaired = [t for t in cfg.loss_type if t in UNPAIRED_LOSS_TYPES]
+    if unpaired and audit.get("shared_prefix", {}).get("pairs_with_shared_prefix"):
+        log.warning(
+            "train_dpo: loss types %s score the chosen/rejected completion on its own; the prefix %d pairs share "
+            "does not cancel there and sft_shared_prefix does not mask it",
+            ", ".join(unpaired),
+            audit["shared_prefix"]["pairs_with_shared_prefix"],
+        )
 
 
 def _last_with(history: list[dict[str, Any]], key: str) -> dict[str, Any]:

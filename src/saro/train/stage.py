@@ -3,7 +3,9 @@
 A training section is one config, or a base config plus named ``variants`` (e.g. SafetySFT on the baseline data,
 or the SRPO ablation on a subset of pair types). The main model goes to ``<stage>/final``, a variant's to
 ``<stage>/<variant>/final``. Our keys besides TRL's: ``data`` (which upstream dataset) and, for DPO,
-``pair_types`` (which SRPO pair types to train on).
+``pair_types`` (which SRPO pair types to train on). A subset trains fewer steps per epoch than the whole set; an
+ablation that compares pair types sets TRL's ``max_steps`` to the main model's step count (the subset is then
+looped over for more epochs), and the stage warns when its DPO models ended at different step counts.
 """
 
 from __future__ import annotations
@@ -47,7 +49,20 @@ def run(ctx: StageContext) -> dict[str, Any]:
         reused = _reuse_variant(ctx, variant, vh, names)
         out[name] = reused if reused is not None else train_variant(ctx, variant, section)
         out[name]["variant_hash"] = vh
+    if ctx.stage == "train_dpo":
+        _warn_unequal_steps(out)
     return out
+
+
+def _warn_unequal_steps(summaries: dict[str, Any]) -> None:
+    """DPO variants that ended at different step counts compare amounts of training, not only their data."""
+    steps = {k: v.get("global_step") for k, v in summaries.items() if v.get("global_step") is not None}
+    if len(set(steps.values())) > 1:
+        log.warning(
+            "train_dpo: the models trained different numbers of steps (%s); set max_steps in the variants to "
+            "compare them at equal steps",
+            ", ".join(f"{k} {n}" for k, n in steps.items()),
+        )
 
 
 def _finished(ctx: StageContext, variant: str | None, vh: str, previous: dict[str, Any]) -> bool:
