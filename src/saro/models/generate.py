@@ -324,12 +324,13 @@ def shared_prefix_batch(tok: Any, texts: Sequence[str], pad_id: int) -> tuple[An
         while n < shortest - 1 and all(x[n] == first[n] for x in ids):
             n += 1
     if n < SHARED_PREFIX_MIN:
-        enc = tok(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
-        return None, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        n = 0  # no prefix apart: the usual left-padded batch, from the ids already tokenized
     rest = [x[n:] for x in ids]
     width = max(len(x) for x in rest)
     input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in rest])
     tail = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in rest])
+    if n == 0:
+        return None, {"input_ids": input_ids, "attention_mask": tail}
     mask = torch.cat([torch.ones((len(ids), n), dtype=tail.dtype), tail], dim=-1)
     return torch.tensor([ids[0][:n]]), {"input_ids": input_ids, "attention_mask": mask}
 

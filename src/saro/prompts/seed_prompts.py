@@ -65,8 +65,9 @@ class _BenignItem(_Item):
     domain: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
 
 
-class _BorderlineItem(_Item):
-    category: str
+class _TrapItem(_Item):
+    """A borderline request with the trap that makes it look risky (one of ``TRAPS``)."""
+
     trap: str
 
     @field_validator("trap")
@@ -75,6 +76,10 @@ class _BorderlineItem(_Item):
         if v not in TRAPS:
             raise ValueError(f"unknown trap '{v}' (known: {', '.join(TRAPS)})")
         return v
+
+
+class _BorderlineItem(_TrapItem):
+    category: str
 
 
 class _SeedFile(BaseModel):
@@ -88,15 +93,8 @@ class _ContrastSide(_Item):
     pass
 
 
-class _ContrastBorderline(_Item):
-    trap: str
-
-    @field_validator("trap")
-    @classmethod
-    def _known_trap(cls, v: str) -> str:
-        if v not in TRAPS:
-            raise ValueError(f"unknown trap '{v}' (known: {', '.join(TRAPS)})")
-        return v
+class _ContrastBorderline(_TrapItem):
+    pass
 
 
 class _ContrastPair(BaseModel):
