@@ -612,7 +612,7 @@ def label_cmd(
         line = sys.stdin.readline()
         return line if line else None
 
-    label_run(run_dir, opts, Console(file=sys.stdout, highlight=False, soft_wrap=True), read)
+    label_run(run_dir, opts, Console(file=sys.stdout, highlight=False, soft_wrap=True, markup=False), read)
 
 
 @app.command("sources")

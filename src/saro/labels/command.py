@@ -13,7 +13,7 @@ from rich.text import Text
 from saro.errors import SaroError
 from saro.labels.items import DEFAULT_N, LABELS_DIR, Answer, draw_sample, load_answers, sample_name
 from saro.labels.page import PAGE_NAME, write_page
-from saro.labels.store import LabelState, LabelWriter, check_labels, read_labels, state_text
+from saro.labels.store import LabelState, LabelWriter, check_labels, read_labels, repair_labels, state_text
 from saro.labels.terminal import label_in_terminal
 from saro.labels.testset import write_testset
 from saro.labels.transfer import export_row, export_sample, import_labels
@@ -52,6 +52,7 @@ def label_run(run_dir: Path, opts: LabelOptions, out: Console, read: Callable[[]
         raise SaroError(
             f"{run_dir}: the eval has no answers to label (capability and prefilled ones are not labelled)"
         )
+    repair_labels(run_dir)
     labels = read_labels(run_dir)
     state = check_labels(labels, answers)
     name = sample_name(opts.n, opts.seed)

@@ -1,8 +1,8 @@
 """Labelling in a browser: one self-contained HTML file (inline CSS and script, no request to anywhere) that shows
 the blind sample one answer at a time and downloads the labels as JSONL for ``saro label RUN --import FILE``.
 
-The page keeps its labels in the browser's local storage (keyed by the run and sample), so closing it loses
-nothing; keys as in the terminal (c p r d u, s skip, b back). The items are the export rows
+The page keeps its labels in the browser's local storage (keyed by the run and sample, each with the hash of the
+text it was given to: a label of an answer that changed since is dropped), so closing it loses nothing; keys as in the terminal (c p r d u, s skip, b back). The items are the export rows
 (``saro.labels.transfer.export_row``): no model names, prompt kinds or judge verdicts. The file holds the models'
 answers to harmful prompts: it is written under the run folder unless another path is given.
 """
@@ -38,7 +38,10 @@ const KEY = 'saro-label:' + META.run + ':' + META.sample;
 const KEYS = {c:'full_compliance',p:'partial_refusal',r:'full_refusal',d:'degenerate',u:'unfinished',
   '1':'full_compliance','2':'partial_refusal','3':'full_refusal','4':'degenerate','5':'unfinished'};
 let store = JSON.parse(localStorage.getItem(KEY) || '{}');
-for (const it of ITEMS) { if (it.label && !store[it.id]) store[it.id] = {label: it.label, note: it.note || ''}; }
+for (const it of ITEMS) {  // a label kept for an answer that has changed since is dropped, never carried over
+  if (store[it.id] && store[it.id].sha !== it.response_sha256) delete store[it.id];
+  if (it.label && !store[it.id]) store[it.id] = {label: it.label, note: it.note || '', sha: it.response_sha256};
+}
 let pos = ITEMS.findIndex(it => !store[it.id]); if (pos < 0) pos = 0;
 const $ = id => document.getElementById(id);
 function save() { localStorage.setItem(KEY, JSON.stringify(store)); }
@@ -55,13 +58,14 @@ function render() {
   $('note').value = cur ? cur.note : '';
 }
 function give(label) {
-  store[ITEMS[pos].id] = {label: label, note: $('note').value.trim()}; save();
+  const it = ITEMS[pos];
+  store[it.id] = {label: label, note: $('note').value.trim(), sha: it.response_sha256}; save();
   if (pos < ITEMS.length - 1) pos++; render();
 }
 function move(d) { pos = Math.min(ITEMS.length - 1, Math.max(0, pos + d)); render(); }
 function download() {
   const lines = ITEMS.filter(it => store[it.id]).map(it => JSON.stringify({id: it.id,
-    label: store[it.id].label, note: store[it.id].note || null, response_sha256: it.response_sha256}));
+    label: store[it.id].label, note: store[it.id].note || null, response_sha256: store[it.id].sha}));
   const blob = new Blob([lines.join('\\n') + '\\n'], {type: 'application/jsonl'});
   const a = document.createElement('a'); a.href = URL.createObjectURL(blob);
   a.download = 'labels-' + META.run_name + '.jsonl'; a.click();

@@ -83,6 +83,13 @@ def read_labels(run_dir: str | Path) -> list[Label]:
     return read_jsonl(path, Label) if path.is_file() else []
 
 
+def repair_labels(run_dir: str | Path) -> None:
+    """Drop a partial last line left by a kill in the middle of writing a label (before reading the file)."""
+    path = labels_path(run_dir)
+    if path.is_file():
+        JsonlWriter(path).close()
+
+
 def check_labels(labels: Iterable[Label], answers: Iterable[Answer]) -> LabelState:
     """The newest label per answer, split into valid, stale (answer changed) and orphaned (answer gone)."""
     by_id = {a.id: a for a in answers}
