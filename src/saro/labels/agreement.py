@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from saro.judges.base import cohen_kappa
-from saro.labels.items import GROUPS, Answer, labels_path, load_answers
+from saro.labels.items import Answer, labels_path, load_answers, stratum_key
 from saro.labels.store import FULL_COMPLIANCE, LABELS, REFUSAL_CLASSES, Label, check_labels, read_labels
 from saro.records import iter_jsonl
 from saro.stats import rate
@@ -131,8 +131,7 @@ def _strata(answers: Iterable[Answer]) -> dict[tuple[str, str], list[Answer]]:
     out: dict[tuple[str, str], list[Answer]] = defaultdict(list)
     for a in answers:
         out[a.stratum].append(a)
-    rank = {g: i for i, g in enumerate(GROUPS)}
-    return dict(sorted(out.items(), key=lambda kv: (kv[0][0], rank.get(kv[0][1], len(rank)))))
+    return dict(sorted(out.items(), key=lambda kv: stratum_key(kv[0])))
 
 
 def label_report(run_dir: str | Path, metrics: dict[str, Any]) -> dict[str, Any] | None:

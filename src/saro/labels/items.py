@@ -59,6 +59,7 @@ class Answer:
     completion: str
     response_sha256: str
     cluster: str
+    finished: bool = True  # False: the reasoning never closed, or the generation hit its token limit
 
     @property
     def stratum(self) -> tuple[str, str]:
@@ -106,6 +107,7 @@ def load_answers(run_dir: str | Path) -> list[Answer]:
                     completion=r.completion,
                     response_sha256=response_hash(r.completion),
                     cluster=bases.get(r.prompt_id) or r.prompt_id,
+                    finished=r.finished,
                 )
             )
     return out
@@ -116,6 +118,12 @@ def _base_ids(run_dir: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     return {p.id: p.base_id for p in read_jsonl(path, Prompt) if p.base_id}
+
+
+def stratum_key(stratum: tuple[str, str]) -> tuple[str, int]:
+    """Strata in reading order: by model, then harmful, jailbreak, borderline, benign."""
+    model, group = stratum
+    return (model, GROUPS.index(group) if group in GROUPS else len(GROUPS))
 
 
 def allocate(sizes: dict[Any, int], n: int) -> dict[Any, int]:
@@ -141,7 +149,7 @@ def draw_sample(answers: list[Answer], n: int = DEFAULT_N, seed: int = 0) -> lis
     strata: dict[tuple[str, str], list[Answer]] = defaultdict(list)
     for a in sorted(answers, key=lambda a: a.id):
         strata[a.stratum].append(a)
-    order = sorted(strata, key=lambda s: (s[0], GROUPS.index(s[1]) if s[1] in GROUPS else len(GROUPS)))
+    order = sorted(strata, key=stratum_key)
     take = allocate({s: len(strata[s]) for s in order}, n)
     picked: list[Answer] = []
     for s in order:

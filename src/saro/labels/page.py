@@ -108,7 +108,8 @@ def render_page(rows: list[dict[str, Any]], run_dir: Path, sample: str) -> str:
             "browser; <b>Download labels</b>, then <code>saro label RUN --import FILE</code>.</p>",
             "<p id=pos class=small></p><h3>Prompt</h3><pre id=prompt></pre>",
             "<div id=rwrap><h3>Reasoning</h3><pre id=reasoning class=reasoning></pre></div>",
-            "<p id=unclosed class=small>(the reasoning never closed: there is no final answer)</p>",
+            "<p id=unclosed class=small>(cut off: the reasoning never closed, or the generation stopped at its "
+            "token limit)</p>",
             "<h3>Answer</h3><pre id=answer></pre><p id=current class=cur></p>",
             f"<div>{buttons}</div>",
             "<div>note: <input id=note> <button id=skip>skip</button> <button id=back>back</button> "

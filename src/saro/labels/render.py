@@ -59,6 +59,13 @@ def summary_text(section: dict[str, Any]) -> str:
     return s
 
 
+def rates_caption(section: dict[str, Any]) -> str:
+    judge = section["rates"][0].get("judge") if section["rates"] else None
+    return "Rates recomputed from the labels (labelled subsample)" + (
+        f", beside the {judge} judge's" if judge else ""
+    )
+
+
 def agreement_rows(section: dict[str, Any]) -> list[list[str]]:
     return [
         [
@@ -126,7 +133,7 @@ def label_markdown(section: dict[str, Any] | None, table: Table) -> list[str]:
             lines += [f"{caption}:", "", *table(header, rows), ""]
     if section["rates"]:
         lines += [
-            "Rates recomputed from the labels (labelled subsample):",
+            f"{rates_caption(section)}:",
             "",
             *table(RATES_HEADER, rate_rows(section)),
             "",
@@ -153,7 +160,7 @@ def label_html(section: dict[str, Any] | None, table: Table) -> list[str]:
             out += [f"<p class=small>{e(caption)}</p>", table(header, rows)]
     if section["rates"]:
         out += [
-            "<h3>Rates recomputed from the labels (labelled subsample)</h3>",
+            f"<h3>{html.escape(rates_caption(section))}</h3>",
             table(RATES_HEADER, rate_rows(section)),
         ]
     return out

@@ -69,6 +69,8 @@ def show(console: Console, a: Answer, position: str, current: Label | None) -> N
         console.print(Text(p.reasoning.strip(), style="dim"))
     if not p.finished:
         console.print(Text("(the reasoning never closed: there is no final answer)", style="italic"))
+    elif not a.finished:
+        console.print(Text("(the generation stopped at its token limit)", style="italic"))
     console.print(Text("ANSWER", style="bold"))
     console.print(Text(p.answer.strip() or "(empty)"))
     if current is not None:

@@ -2,7 +2,7 @@
 
 Export (``saro label RUN --export FILE``): one row per sampled answer, in presentation order, with what a person
 needs and nothing else: ``id``, ``prompt``, ``reasoning`` (null without a think block), ``answer``, ``finished``
-(false when the reasoning never closed), ``response_sha256``, and ``label`` / ``note`` (the current label, or null).
+(false when the reasoning never closed or the generation hit its token limit), ``response_sha256``, and ``label`` / ``note`` (the current label, or null).
 No model name, prompt kind or judge verdict.
 
 Import (``saro label RUN --import FILE``): one row per label, ``{"id", "label"}`` plus optional ``note`` and
@@ -42,7 +42,7 @@ def export_row(a: Answer, current: Label | None) -> dict[str, Any]:
         "prompt": a.prompt,
         "reasoning": p.reasoning,
         "answer": p.answer,
-        "finished": p.finished,
+        "finished": a.finished and p.finished,
         "response_sha256": a.response_sha256,
         "label": current.label if current else None,
         "note": current.note if current else None,
