@@ -139,9 +139,7 @@ def input_files(recipe: Recipe, stage: str) -> tuple[dict[str, str], list[str]]:
     if table.POLICY_FILE in kinds:
         paths.append(Path(recipe.policy).resolve() if recipe.policy else DEFAULT_POLICY)
     if table.LABEL_FILE in kinds:
-        from saro.labels.items import labels_path
-
-        labels = labels_path(recipe.resolved_run_dir()).resolve()
+        labels = (recipe.resolved_run_dir() / table.LABELS_FILE).resolve()
         if labels.is_file():  # absent until someone labels; then "file ... added" makes the stage stale
             paths.append(labels)
     for u in unpinned:

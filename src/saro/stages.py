@@ -23,7 +23,8 @@ from saro.errors import SaroError
 PROMPT_FILES = "prompt_files"  # local prompt files (prompts.*[].options.path)
 SUITE_FILES = "suite_files"  # eval suite YAMLs (prompts.eval_suites), packaged or local
 POLICY_FILE = "policy_file"  # the recipe's policy, or the packaged default policy
-LABEL_FILE = "label_file"  # the run's human labels (RUN/labels/labels.jsonl, by saro label), when present
+LABEL_FILE = "label_file"  # the run's human labels (RUN/LABELS_FILE, written by saro label), when present
+LABELS_FILE = "labels/labels.jsonl"  # where saro label keeps a run's labels, relative to the run folder
 INPUT_KINDS = (PROMPT_FILES, SUITE_FILES, POLICY_FILE, LABEL_FILE)
 
 # Settings outside the stage sections; declared like sections.

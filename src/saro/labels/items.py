@@ -25,18 +25,18 @@ from typing import Any
 from saro.errors import SaroError
 from saro.evaluate.metrics import is_prefilled, is_wrapped
 from saro.records import EvalRecord, Prompt, read_json, read_jsonl, stable_id
+from saro.stages import LABELS_FILE
 
 log = logging.getLogger(__name__)
 
-LABELS_DIR = "labels"
-LABEL_FILE = "labels.jsonl"
+LABELS_DIR = str(Path(LABELS_FILE).parent)
 GROUPS = ("harmful", "jailbreak", "borderline", "benign")
 DEFAULT_N = 200
 
 
 def labels_path(run_dir: str | Path) -> Path:
     """Where a run's labels live: ``RUN/labels/labels.jsonl`` (an input of the report stage)."""
-    return Path(run_dir) / LABELS_DIR / LABEL_FILE
+    return Path(run_dir) / LABELS_FILE
 
 
 def response_hash(text: str) -> str:
