@@ -44,6 +44,7 @@ def test_every_stage_has_a_command():
         "analyze overlap",
         "prompts",
         "sources",
+        "label",
     } <= names
 
 

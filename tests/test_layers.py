@@ -42,7 +42,7 @@ LAYERS: list[set[str]] = [
     # 4: training
     {"train"},
     # 5: evaluation and analyses
-    {"evaluate", "analysis"},
+    {"evaluate", "analysis", "labels"},
     # 6: orchestration (hashing, skip/redo, status)
     # (standalone: `saro eval --model ...` builds a recipe and runs the prompts/eval/report stages through it)
     {"pipeline", "standalone"},

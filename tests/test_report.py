@@ -132,7 +132,7 @@ def test_html_is_self_contained_with_every_plot_embedded(cli_run):
 def test_report_json_schema_is_pinned(cli_run):
     out, _ = cli_run
     r = read_json(out / "report.json")
-    assert tuple(r) == REPORT_KEYS and r["schema_version"] == SCHEMA_VERSION == 4
+    assert tuple(r) == REPORT_KEYS and r["schema_version"] == SCHEMA_VERSION == 5
     assert set(r["run"]) == {"recipe", "run_dir", "git_commit", "versions", "seed", "stage_seconds"}
     for name, h in r["summary"].items():
         assert tuple(h) == SUMMARY_KEYS, name

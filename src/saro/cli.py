@@ -556,6 +556,65 @@ def status_cmd(
         typer.echo(f"{stage:<11} {state}" + (f": {'; '.join(why)}" if why else ""))
 
 
+@app.command("label")
+def label_cmd(
+    target: Annotated[str, typer.Argument(help="A run folder or a recipe (its run folder).")],
+    n: Annotated[
+        int, typer.Option("--n", help="Answers in the blind sample (stratified by model and group).")
+    ] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the sample (same seed, larger --n: a superset).")] = 0,
+    labeller: Annotated[
+        str | None, typer.Option(help="Who labels (default: $SARO_LABELLER or the login name).")
+    ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option("--export", help="Write the blind sample as JSONL (no verdicts, no models)."),
+    ] = None,
+    import_file: Annotated[
+        Path | None, typer.Option("--import", help="Import labels: JSONL rows {id, label[, note]}.")
+    ] = None,
+    html: Annotated[
+        bool, typer.Option("--html", help="Write a self-contained labelling page (RUN/labels/label.html).")
+    ] = False,
+    html_out: Annotated[Path | None, typer.Option("--html-out", help="Path of the --html page.")] = None,
+    testset: Annotated[
+        Path | None,
+        typer.Option(
+            "--testset", help="Write the labelled answers (model, kind, prompt, response, label) as JSONL."
+        ),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before showing answers.")] = False,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Label a blind, stratified sample of a run's answers (terminal, HTML page or JSONL); the report then shows the
+    judge's agreement with the labels and the rates recomputed from them. Shows answers to harmful prompts."""
+    setup_logging(verbose)
+    from rich.console import Console
+
+    from saro.labels.command import LabelOptions, label_run
+    from saro.labels.store import default_labeller
+
+    run_dir = Path(target) if Path(target).is_dir() else _recipe(target, set_).resolved_run_dir()
+    opts = LabelOptions(
+        n=n,
+        seed=seed,
+        labeller=labeller or default_labeller(),
+        export=export,
+        import_file=import_file,
+        html=html_out,
+        html_default=html,
+        testset=testset,
+        yes=yes,
+    )
+
+    def read() -> str | None:
+        line = sys.stdin.readline()
+        return line if line else None
+
+    label_run(run_dir, opts, Console(file=sys.stdout, highlight=False, soft_wrap=True, markup=False), read)
+
+
 @app.command("sources")
 def sources_cmd() -> None:
     """List the registered prompt sources, jailbreak attacks and judges."""

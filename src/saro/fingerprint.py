@@ -138,6 +138,10 @@ def input_files(recipe: Recipe, stage: str) -> tuple[dict[str, str], list[str]]:
         paths += suite_files(recipe.prompts.eval_suites)
     if table.POLICY_FILE in kinds:
         paths.append(Path(recipe.policy).resolve() if recipe.policy else DEFAULT_POLICY)
+    if table.LABEL_FILE in kinds:
+        labels = (recipe.resolved_run_dir() / table.LABELS_FILE).resolve()
+        if labels.is_file():  # absent until someone labels; then "file ... added" makes the stage stale
+            paths.append(labels)
     for u in unpinned:
         if u not in _warned:
             _warned.add(u)

@@ -23,7 +23,9 @@ from saro.errors import SaroError
 PROMPT_FILES = "prompt_files"  # local prompt files (prompts.*[].options.path)
 SUITE_FILES = "suite_files"  # eval suite YAMLs (prompts.eval_suites), packaged or local
 POLICY_FILE = "policy_file"  # the recipe's policy, or the packaged default policy
-INPUT_KINDS = (PROMPT_FILES, SUITE_FILES, POLICY_FILE)
+LABEL_FILE = "label_file"  # the run's human labels (RUN/LABELS_FILE, written by saro label), when present
+LABELS_FILE = "labels/labels.jsonl"  # where saro label keeps a run's labels, relative to the run folder
+INPUT_KINDS = (PROMPT_FILES, SUITE_FILES, POLICY_FILE, LABEL_FILE)
 
 # Settings outside the stage sections; declared like sections.
 GLOBAL_SETTINGS = ("model", "seed", "policy")
@@ -119,7 +121,14 @@ TABLE: tuple[Stage, ...] = (
         deps_from_models=True,
         code_version=2,  # methods, prefilled turns, generalization / phrasing gap / recovery metrics
     ),
-    Stage("report", "saro.evaluate.report", ("eval",), ("report", "seed"), code_version=2),
+    Stage(
+        "report",
+        "saro.evaluate.report",
+        ("eval",),
+        ("report", "seed"),
+        (LABEL_FILE,),
+        code_version=3,  # the judge vs human labels section
+    ),
 )
 
 STAGES: tuple[str, ...] = tuple(s.name for s in TABLE)

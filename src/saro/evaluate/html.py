@@ -18,6 +18,7 @@ from typing import Any
 
 from saro.evaluate import tables as t
 from saro.evaluate.plots import report_plots
+from saro.labels.render import label_html
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ def render_html(report: dict[str, Any], run_dir: Path) -> str:
     out += _contamination(report["contamination"])
     out += _analysis(report, run_dir)
     out += _lm_eval(report)
+    out += label_html(report.get("labels"), _table)
     out += _examples(report)
     out.append("<h2>Definitions</h2><ul>")
     out += [f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in report["definitions"].items()]

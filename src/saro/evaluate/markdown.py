@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from saro.evaluate import tables as t
+from saro.labels.render import label_markdown
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     data = t.data_lines(report)
     if data:
         lines += ["## Data", "", *(f"- {x}" for x in data), ""]
+    lines += label_markdown(report.get("labels"), md_table)
     lines += _examples(report)
     lines += ["", "## Definitions", ""]
     lines += [f"- **{k}**: {v}" for k, v in report["definitions"].items()]

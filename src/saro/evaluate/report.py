@@ -52,6 +52,7 @@ headline keys; keys are only ever added, and adding one bumps ``schema_version``
     data            {prompts?, synth_rw?, synth_srpo?: stats.json of those stages}
     definitions     {measure: what it means}
     redacted        bool
+    labels          null | saro.labels.agreement.label_report: the judge vs the human labels of RUN/labels/
 
 A rate is ``{"rate": float | null, "k", "n", "lo", "hi", "method", "clusters", "count" (= k), "ci95" (= [lo, hi])}``
 (``saro.stats``).
@@ -70,6 +71,7 @@ from saro.evaluate.html import render_html
 from saro.evaluate.markdown import render_markdown
 from saro.evaluate.metrics import METRICS_VERSION
 from saro.evaluate.tables import SUMMARY_HEADER, fmt_rate, judge_measures_text, summary_rows
+from saro.labels.agreement import label_report
 from saro.reasoning import parse
 from saro.records import EvalRecord, atomic_write_json, atomic_write_text, read_json, read_jsonl
 from saro.stage import StageContext
@@ -78,7 +80,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SUMMARY_HEADER", "build_report", "fmt_rate", "summary_rows", "write_report"]
 
-SCHEMA_VERSION = 4  # 4: method, method_name, generalization, phrasing_gap, recovery per model
+SCHEMA_VERSION = 5  # 4: method, method_name, generalization, phrasing_gap, recovery per model; 5: labels
 DEFAULT_METHOD = {"method": "trained", "name": "none"}
 REPORT_KEYS = (
     "schema_version",
@@ -105,6 +107,7 @@ REPORT_KEYS = (
     "data",
     "definitions",
     "redacted",
+    "labels",
 )
 RATE_KEYS = (
     "asr_harmful",
@@ -288,6 +291,7 @@ def build_report(
         "data": _data_stats(run_dir),
         "definitions": DEFINITIONS,
         "redacted": not show_unsafe,
+        "labels": label_report(run_dir, metrics),
     }
 
 
