@@ -333,6 +333,11 @@ class ReportConfig(Section):
     analysis: bool = Field(
         True, description="embed analysis/overlap.json and its plots when the run has them"
     )
+    comparisons: list[tuple[str, str]] | None = Field(
+        None,
+        description="model pairs [A, B] (eval model names) whose paired comparisons (B - A) the report prints, "
+        "in this order, with the primary-measures table; default: every pair in eval.models order",
+    )
 
 
 class LaunchConfig(Section):
@@ -388,6 +393,18 @@ class Recipe(Section):
     def _check(self) -> Recipe:
         if self.train_dpo is not None and self.train_sft is None:
             raise ValueError("train_dpo needs train_sft (its reference is the RW model)")
+        pairs = self.report.comparisons if self.report is not None else None
+        if pairs and self.eval is not None:
+            names = [m.name for m in self.eval.models]
+            for i, pair in enumerate(pairs):
+                unknown = [x for x in pair if x not in names]
+                if unknown or pair[0] == pair[1]:
+                    what = (
+                        f"{unknown[0]!r} is not an eval model" if unknown else "a model compared with itself"
+                    )
+                    raise ValueError(
+                        f"report.comparisons[{i}] {list(pair)}: {what} (eval models: {', '.join(names)})"
+                    )
         return self
 
     def enabled(self) -> list[str]:

@@ -117,9 +117,9 @@ TABLE: tuple[Stage, ...] = (
         ("eval", "prompts.suite_info", *_G),
         (POLICY_FILE,),
         deps_from_models=True,
-        code_version=2,  # methods, prefilled turns, generalization / phrasing gap / recovery metrics
+        code_version=3,  # 3: one denominator per name, clustered tests + MDD, verdict flags, clean judge request
     ),
-    Stage("report", "saro.evaluate.report", ("eval",), ("report", "seed"), code_version=2),
+    Stage("report", "saro.evaluate.report", ("eval",), ("report", "seed"), code_version=3),
 )
 
 STAGES: tuple[str, ...] = tuple(s.name for s in TABLE)
