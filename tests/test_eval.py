@@ -483,7 +483,9 @@ def test_contaminated_eval_prompts_can_be_left_out(tiny_model_dir, tmp_path):
     r = read_json(tmp_path / "run" / "report.json")
     assert r["contamination"]["eval_ids"] == [planted.id] and r["contamination"]["dropped"] == 1
     plain = r["summary"]["m"]["asr_harmful"]
-    assert plain["n"] + plain["unparseable"] == 2  # 3 prompts, one dropped (random weights: verdicts may not read)
+    assert (
+        plain["n"] + plain["unparseable"] == 2
+    )  # 3 prompts, one dropped (random weights: verdicts may not read)
     assert "left out" in (tmp_path / "run" / "report.md").read_text()
 
 

@@ -114,7 +114,9 @@ def test_three_models_one_report_with_all_four_measurements(cli_run):
     for h in report["summary"].values():
         for key in ("asr_harmful", "asr_jailbreak", "over_refusal", "accuracy"):
             assert _rate_ok(h[key]), key
-        prompts = {k: h[k]["n"] + h[k]["unparseable"] for k in ("asr_harmful", "asr_jailbreak", "over_refusal")}
+        prompts = {
+            k: h[k]["n"] + h[k]["unparseable"] for k in ("asr_harmful", "asr_jailbreak", "over_refusal")
+        }
         assert prompts == {"asr_harmful": 2, "asr_jailbreak": 24, "over_refusal": 2}
         assert h["accuracy"]["n"] == 2 and h["accuracy"]["suites"] == ["gsm8k"]
         v = h["verdicts"]

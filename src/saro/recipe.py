@@ -278,8 +278,9 @@ class EvalConfig(Section):
     bootstrap: int = Field(1000, ge=0)
     interval: Literal["wilson", "clopper_pearson", "cluster_bootstrap"] = Field(
         "wilson",
-        description="95% interval of every rate; rates over prompts sharing a base prompt add a cluster "
-        "bootstrap (>= 2000 resamples) widened to contain the Wilson/exact interval",
+        description="95% interval of every rate: Wilson or exact; over prompts sharing a base prompt, on the "
+        "effective sample size (saro.stats); cluster_bootstrap also widens it to a cluster bootstrap "
+        "(eval.bootstrap resamples, at least 2000)",
     )
     contamination_threshold: float | None = Field(0.95, gt=0, le=1)
     judge_aliases: dict[str, str] = Field(

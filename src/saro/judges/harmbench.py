@@ -131,7 +131,14 @@ class HarmBenchJudge(_GuardJudge):
         self.variant = variant
         self.default_model = DEFAULT_MODELS[variant]
         super().__init__(
-            model, tokenizer, judge_reasoning, batch_size, max_response_tokens, dtype, device, trust_remote_code
+            model,
+            tokenizer,
+            judge_reasoning,
+            batch_size,
+            max_response_tokens,
+            dtype,
+            device,
+            trust_remote_code,
         )
         self.context = context
 
