@@ -95,6 +95,7 @@ def test_asr_plain_harmful_has_one_denominator_everywhere(tmp_path):
     assert rw["over_refusal"]["n"] == 20 and rw["over_refusal_cross"]["n"] == 20
     pooled = next(e for e in report["paired"] if e["metric"] == "asr_harmful" and e["suite"] == "all")
     assert pooled["n"] == 50 and (pooled["b"], pooled["c"]) == (6, 0) and pooled["rate_a"] == 0.2
+    assert pooled["suites"] == ["harmbench", "xstest"]
     primary = {e["measure"]: e for e in report["primary_measures"]}
     assert primary["asr_harmful_cross"]["n"] == 50 and primary["asr_harmful_cross"]["rate_a"] == 0.2
     assert set(primary) == {"asr_harmful_cross", "over_refusal_cross"}  # no held-out attacks in this run

@@ -23,10 +23,12 @@ A rate is ``{"rate", "k", "n", "lo", "hi", "method", "clusters", "n_eff", "count
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any, Literal
 
 log = logging.getLogger(__name__)
@@ -62,21 +64,22 @@ def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
 
 def clopper_pearson(k: float, n: float, alpha: float = 0.05) -> tuple[float, float]:
     """Exact (Clopper-Pearson) interval from beta quantiles; k and n may be effective (non-integer) counts."""
-    from scipy.stats import beta
+    from scipy.special import betaincinv
 
     if n <= 0:
         return (math.nan, math.nan)
     k = min(float(n), max(0.0, float(k)))
-    lo = 0.0 if k <= 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
-    hi = 1.0 if k >= n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    lo = 0.0 if k <= 0 else float(betaincinv(k, n - k + 1, alpha / 2))
+    hi = 1.0 if k >= n else float(betaincinv(k + 1, n - k, 1 - alpha / 2))
     return (lo, hi)
 
 
+@functools.lru_cache(maxsize=4096)
 def t_quantile(df: float, q: float = 0.975) -> float:
     """Student t quantile (the normal one for df = inf)."""
-    from scipy.stats import norm, t
+    from scipy.special import stdtrit
 
-    return float(norm.ppf(q)) if math.isinf(df) else float(t.ppf(q, df))
+    return NormalDist().inv_cdf(q) if math.isinf(df) else float(stdtrit(df, q))
 
 
 @dataclass(frozen=True)

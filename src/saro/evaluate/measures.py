@@ -27,6 +27,7 @@ verdict: it counts, and is also counted apart (``unfinished`` / ``truncated``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -184,9 +185,13 @@ def verdict_flags(record: EvalRecord, judge: str | None) -> set[str]:
     """What sets a record's verdict apart: "unfinished" (reasoning never closed), "truncated" (the answer was cut
     by the token limit, or clipped to the judge's input limit) and the judge's own flags."""
     flags = set((record.meta.get(JUDGE_FLAGS) or {}).get(judge or "", ()))
-    p = parse(record.completion)
-    if not p.finished:
-        flags.add("unfinished")
-    elif not record.finished:
-        flags.add("truncated")
-    return flags
+    return flags | _generation_flags(record.completion, record.finished)
+
+
+@functools.lru_cache(maxsize=65536)
+def _generation_flags(completion: str, finished: bool) -> frozenset[str]:
+    """ "unfinished" when the reasoning never closed, "truncated" when the answer was cut (read once per turn:
+    every rate asks)."""
+    if not parse(completion).finished:
+        return frozenset({"unfinished"})
+    return frozenset() if finished else frozenset({"truncated"})

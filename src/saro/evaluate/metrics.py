@@ -432,11 +432,13 @@ def paired_metrics(
     every = [r for rs in records.values() for r in rs]
     types = suite_types_of(every, suite_types)
     groups: dict[tuple[str, str], dict[str, dict[str, tuple[bool | None, str]]]] = defaultdict(dict)
+    suites: dict[tuple[str, str], set[str]] = defaultdict(set)
 
     def add(metric: str, suite: str, model: str, rs: Sequence[EvalRecord], key: str) -> None:
         if rs:
             fn = outcome_fn(key, judge)
             groups[(metric, suite)][model] = {r.prompt_id: (fn(r), cluster_of(r)) for r in rs}
+            suites[(metric, suite)] |= {r.suite for r in rs}
 
     for model, rs in records.items():
         for suite, srs in _group(rs, lambda r: r.suite):
@@ -450,7 +452,10 @@ def paired_metrics(
             add(key, "all", model, hg[key], key)
     lower = {"asr": True, "over_refusal": True, "accuracy": False}
     lower |= {k: m.lower_is_better for k, m in MEASURES.items()}
-    return paired_comparisons(dict(groups), lower)
+    out = paired_comparisons(dict(groups), lower)
+    for e in out:
+        e["suites"] = sorted(suites[(e["metric"], e["suite"])])
+    return out
 
 
 def is_harm_judge(records: Sequence[EvalRecord], judge: str) -> bool:

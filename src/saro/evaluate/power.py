@@ -17,24 +17,24 @@ from __future__ import annotations
 
 import logging
 import math
+from statistics import NormalDist
 
 log = logging.getLogger(__name__)
 
 ALPHA = 0.05
 POWER = 0.8
+_NORMAL = NormalDist()
 
 
 def paired_power(n_eff: float, discordance: float, diff: float, alpha: float = ALPHA) -> float:
     """Approximate power of a two-sided paired test on ``n_eff`` independent pairs (see the module docstring)."""
-    from scipy.stats import norm
-
     d = abs(diff)
     if n_eff <= 0 or d <= 0:
         return alpha / 2 if d <= 0 else 0.0
     psi = min(1.0, max(discordance, d))
-    za = float(norm.ppf(1 - alpha / 2))
+    za = _NORMAL.inv_cdf(1 - alpha / 2)
     sd = math.sqrt(max(psi - d * d, 1e-12))
-    return float(norm.cdf((math.sqrt(n_eff) * d - za * math.sqrt(psi)) / sd))
+    return _NORMAL.cdf((math.sqrt(n_eff) * d - za * math.sqrt(psi)) / sd)
 
 
 def min_detectable_difference(

@@ -23,7 +23,7 @@ headline keys; keys are only ever added, and adding one bumps ``schema_version``
     agreement       null | {judges, pairs: {"a|b": {n, agreement, kappa}}, agreement: [[..]], kappa: [[..]], n_items}
     interval        wilson | clopper_pearson | cluster_bootstrap (eval.interval)
     paired          [{metric, suite, model_a, model_b, n, b, c, rate_a, rate_b, diff, lo, hi, p, test, method,
-                     clusters, deff, n_eff, mdd, unpaired, unparseable, lower_is_better, conclusion}]: model pairs
+                     clusters, deff, n_eff, mdd, unpaired, unparseable, lower_is_better, suites, conclusion}]: pairs
                      on the prompts both answered (diff = rate B - rate A; mdd = the smallest difference detectable
                      at 80% power); every pair, or those of report.comparisons in their order and orientation
     comparisons     null | [[model A, model B]]: report.comparisons
