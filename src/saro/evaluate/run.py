@@ -31,6 +31,7 @@ from saro.evaluate.metrics import (
 )
 from saro.evaluate.quality import REASONING_SUFFIX
 from saro.evaluate.recovery import recovery_metrics, turn_position
+from saro.judges.base import JudgeInput
 from saro.models.generate import SamplingParams
 from saro.policy import Policy
 from saro.prompts.suites import suite_sampling
@@ -487,13 +488,14 @@ def registry_name(cfg: EvalConfig, judge: str) -> str:
     return cfg.judge_aliases.get(judge, judge)
 
 
-def judged_request(p: Prompt) -> str:
-    """The clean request a prompt's answer is judged against (``JudgeInput.request``): the unwrapped request of a
-    jailbreak-wrapped prompt, the prompt itself otherwise. The one place that decides it (a prefix-injection
-    attack that asks for a given opening still asks for the base request)."""
+def judge_input(record: EvalRecord, text: str, prompt: Prompt | None) -> JudgeInput:
+    """What a judge receives for one record: the prompt as the model saw it, the text to judge (the assistant
+    turn, or its reasoning for the ``:reasoning`` judges) and the clean request harm judges judge against (the
+    unwrapped request of a jailbreak-wrapped prompt, ``prompts.wording.base_text``). The one place that decides it:
+    a view of the answer for prefix-injection attacks (the answer after the injected opening) belongs here too."""
     from saro.prompts.wording import base_text
 
-    return base_text(p)
+    return JudgeInput(record.text, text, base_text(prompt) if prompt is not None else None)
 
 
 def judge_records(
@@ -502,14 +504,14 @@ def judge_records(
     """Label every record with every judge (resumable), and copy the labels, scores and verdict flags into the
     records in memory (``labels``; meta ``judge_scores``, ``judge_flags``).
 
-    Each judge gets the prompt as the model saw it and the clean request (``judged_request``): harm judges whose
+    Each judge gets the prompt as the model saw it and the clean request (``judge_input``): harm judges whose
     protocol names the behaviour judge against the latter. A harmfulness judge (labels safe/unsafe) also reads the
     reasoning of every harmful record that has one, under the judge name ``"<judge>:reasoning"``: that is what the
     reasoning-leak rate counts.
     """
     from saro.judges import get_judge
 
-    requests = {p.id: judged_request(p) for p in prompts}
+    by_id = {p.id: p for p in prompts}
     path = d / "judgements.jsonl"
     seen = _labels_by_judge(path)
     with JsonlWriter(path) as w:
@@ -534,9 +536,9 @@ def judge_records(
                 continue
             judge = get_judge(registry_name(cfg, name), **cfg.judge_options.get(name, {}))
             try:
-                _judge_items(w, judge, todo, requests, f"judge {name}")
+                _judge_items(w, judge, todo, by_id, f"judge {name}")
                 if "unsafe" in judge.labels:
-                    _judge_items(w, judge, think, requests, f"judge {name} (reasoning)")
+                    _judge_items(w, judge, think, by_id, f"judge {name} (reasoning)")
             finally:
                 judge.close()
     attach_judgements(records, read_jsonl(path, Judgement))
@@ -573,13 +575,12 @@ def _judge_items(
     w: JsonlWriter,
     judge: Any,
     items: list[tuple[EvalRecord, str, str]],
-    requests: dict[str, str],
+    prompts: dict[str, Prompt],
     what: str,
 ) -> None:
     """Judge (record, text, judge name) items in chunks of 64, writing one Judgement each (with the verdict's
     truncated / unfinished flags)."""
     from saro.console import make_progress
-    from saro.judges import JudgeInput
 
     if not items:
         return
@@ -588,7 +589,7 @@ def _judge_items(
         task = prog.add_task(what, total=len(items))
         for s in range(0, len(items), chunk):
             part = items[s : s + chunk]
-            inputs = [JudgeInput(r.text, text, requests.get(r.prompt_id)) for r, text, _ in part]
+            inputs = [judge_input(r, text, prompts.get(r.prompt_id)) for r, text, _ in part]
             for (r, _, name), v in zip(part, judge.judge(inputs), strict=True):
                 w.write(
                     Judgement(
