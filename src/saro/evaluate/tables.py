@@ -118,7 +118,7 @@ GENERALIZATION_HEADER = [
     "gap in − cross [95%]",
     "phrasing gap imperative − question [95%]",
     "phrasing pairs",
-    "McNemar p",
+    "phrasing p",
 ]
 GENERALIZATION_NOTE = (
     "In-source suites come from a source that also supplies training prompts; cross-source suites from one that "
