@@ -12,8 +12,8 @@ import pytest
 
 from saro.errors import SaroError
 from saro.evaluate import harness
+from saro.evaluate.measures import attack_success
 from saro.evaluate.metrics import (
-    attack_success,
     compute_metrics,
     headline_metrics,
     judge_agreement,
@@ -138,7 +138,10 @@ def test_xstest_suite_from_local_csv(tmp_path):
     assert s["refusal"]["n"] == 2 and s["refusal"]["count"] == 1
     assert s["asr"]["n"] == 2 and s["asr"]["count"] == 0
     assert s["by_xstest_type"]["contrast_homonyms"]["rate"] == 1.0
-    assert m["headline"]["over_refusal"]["n"] == 2 and m["headline"]["asr_harmful"] is None
+    # one denominator per name: XSTest's unsafe contrast prompts are plain harmful prompts, so "ASR plain harmful"
+    # counts them (the suite's own ASR above is the same 0 of 2)
+    assert m["headline"]["over_refusal"]["n"] == 2
+    assert m["headline"]["asr_harmful"]["n"] == 2 and m["headline"]["asr_harmful"]["suites"] == ["xstest"]
 
 
 def test_wildjailbreak_suite_from_local_file(tmp_path):
@@ -263,6 +266,7 @@ def test_rates_carry_wilson_intervals_and_clusters():
         "hi": None,
         "method": "wilson",
         "clusters": 0,
+        "n_eff": 0.0,
         "count": 0,
         "ci95": [None, None],
     }
@@ -270,10 +274,10 @@ def test_rates_carry_wilson_intervals_and_clusters():
     assert (r["rate"], r["k"], r["n"], r["method"]) == (0.25, 1, 4, "wilson") and r["lo"] < 0.25 < r["hi"]
     wide, narrow = rate([True, False] * 5), rate([True, False] * 200)
     assert wide["hi"] - wide["lo"] > narrow["hi"] - narrow["lo"]
-    # prompts sharing a base prompt: a cluster bootstrap, never narrower than Wilson
+    # prompts sharing a base prompt: Wilson on the effective sample size, never narrower than Wilson
     flat = rate([i < 6 for i in range(48)])
     clustered = rate([i < 6 for i in range(48)], [str(i // 4) for i in range(48)])
-    assert clustered["method"] == "cluster_bootstrap+wilson" and clustered["clusters"] == 12
+    assert clustered["method"] == "wilson_neff" and clustered["clusters"] == 12 and clustered["n_eff"] < 48
     assert clustered["lo"] <= flat["lo"] and clustered["hi"] >= flat["hi"]
 
 
@@ -313,9 +317,9 @@ def test_headline_pools_suites_with_intervals():
     assert m["suites"]["jb"]["asr_by_attack_split"]["heldout"]["n"] == 2
 
 
-def test_unparseable_counts_as_attack_success_and_guard_labels():
+def test_unparseable_is_no_outcome_and_guard_labels():
     r = _rec("u", "harmful", "hb", "unparseable", finished=False)
-    assert attack_success(r, "refusal")
+    assert attack_success(r, "refusal") is None  # neither success nor failure: left out and counted
     r.labels["guard"] = "safe"
     assert not attack_success(r, "guard")
     with pytest.raises(KeyError):
@@ -336,9 +340,9 @@ def test_judge_agreement_maps_labels_to_attack_success():
     assert judge_agreement(recs, ["refusal"]) is None
     m = compute_metrics(recs, "refusal", 100, 0, judges=["refusal", "guard"])
     assert "over_refusal" in m["by_judge"]["refusal"] and "over_refusal" not in m["by_judge"]["guard"]
-    assert (
-        m["by_judge"]["guard"]["asr_overall"]["count"] == 2
-    )  # unsafe, and unparseable (counted as not safe)
+    guard = m["by_judge"]["guard"]["asr_overall"]
+    # one unsafe of the three readable verdicts; the unparseable one is left out and counted
+    assert (guard["count"], guard["n"], guard["unparseable"]) == (1, 3, 1)
 
 
 # ------------------------------------------------------------------------------------- sampling and options
@@ -478,7 +482,10 @@ def test_contaminated_eval_prompts_can_be_left_out(tiny_model_dir, tmp_path):
     run_stage(recipe, "report", run=run)
     r = read_json(tmp_path / "run" / "report.json")
     assert r["contamination"]["eval_ids"] == [planted.id] and r["contamination"]["dropped"] == 1
-    assert r["summary"]["m"]["asr_harmful"]["n"] == 2
+    plain = r["summary"]["m"]["asr_harmful"]
+    assert (
+        plain["n"] + plain["unparseable"] == 2
+    )  # 3 prompts, one dropped (random weights: verdicts may not read)
     assert "left out" in (tmp_path / "run" / "report.md").read_text()
 
 

@@ -193,7 +193,10 @@ def test_report_leads_with_generalization_and_recovery(tmp_path):
         "by_kind": {"drift": {"n": 6, "k": 5, "rate": 5 / 6, "lo": 0.4365, "hi": 0.9699}},
         "turn_tokens": {"median": 12.5, "n": 7},
     }
-    methods = {"prompted": {"method": "prompting", "name": "policy_system"}}
+    methods = {
+        "saro": {"method": "trained", "name": "none"},
+        "prompted": {"method": "prompting", "name": "policy_system"},
+    }
     _write_metrics(tmp_path, recs, methods, recovery)
     report = build_report(tmp_path, examples=0, analysis=False)
     s, p = report["summary"]["saro"], report["summary"]["prompted"]
@@ -224,7 +227,38 @@ def test_report_of_old_records_has_no_new_sections(tmp_path):
     md = render_markdown(report)
     assert "## Generalization" not in md and "Recovery from" not in md and "## Summary" in md
     rows = summary_rows(report)
-    assert len(rows[0]) == len(SUMMARY_HEADER) and rows[0][:2] == ["m", "trained"]
+    # a model metrics.json gives no method for, not trained by saro (/models/m): the model as it is
+    assert len(rows[0]) == len(SUMMARY_HEADER) and rows[0][:2] == ["m", "none"]
+
+
+def test_base_model_method_is_none_and_trained_models_are_trained(tmp_path):
+    from saro.evaluate.run import methods_info
+    from saro.recipe import EvalConfig
+
+    run = tmp_path / "run"
+    (run / "train_sft" / "final").mkdir(parents=True)
+    (run / "manifest.json").write_text("{}", encoding="utf-8")
+    cfg = EvalConfig.model_validate(
+        {
+            "models": [
+                {"name": "base", "source": "@base"},
+                {"name": "rw", "source": "@train_sft"},
+                {"name": "saro", "source": "@train_dpo"},
+                {"name": "prompted", "source": "@base", "method": "policy_system"},
+                {"name": "hub", "source": "some-org/some-model"},
+                {"name": "folder", "source": str(run / "train_sft" / "final")},
+            ]
+        }
+    )
+    kinds = {k: v["method"] for k, v in methods_info(cfg).items()}
+    assert kinds == {
+        "base": "none",
+        "rw": "trained",
+        "saro": "trained",
+        "prompted": "prompting",
+        "hub": "none",
+        "folder": "trained",
+    }
 
 
 @pytest.mark.parametrize(

@@ -402,7 +402,7 @@ def test_eval_stage_with_methods_end_to_end(tiny_model_dir, tmp_path):
     run_standalone(opts)
     metrics = read_json(tmp_path / "run" / "eval" / "metrics.json")
     assert metrics["methods"] == {
-        "plain": {"method": "trained", "name": "none"},
+        "plain": {"method": "none", "name": "none"},  # a model folder evaluated as it is, not trained by saro
         "reason": {"method": "prompting", "name": "policy_reasoning"},
         "reflect": {"method": "inference_time", "name": "self_reflect"},
     }

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from saro.evaluate.metrics import compute_metrics, paired_metrics
-from saro.evaluate.paired import compare, mcnemar_exact, newcombe_paired
+from saro.evaluate.paired import compare, mcnemar_exact, newcombe_paired, sign_flip_p
 from saro.evaluate.quality import degenerate_reasons, quality_metrics, reasoning_decision, repetition_share
 from saro.records import EvalRecord, atomic_write_json
 from saro.stats import clopper_pearson, cluster_bootstrap, rate, wilson
@@ -42,22 +42,60 @@ def test_zero_of_n_never_collapses_even_when_clustered():
     clusters = [str(i // 4) for i in range(48)]
     assert cluster_bootstrap([0.0] * 48, clusters) == (0.0, 0.0)  # the raw bootstrap collapses...
     r = rate([False] * 48, clusters)
-    assert (
-        r["method"] == "cluster_bootstrap+wilson" and r["lo"] == 0.0 and r["hi"] >= 0.05
-    )  # ...the rate does not
+    # ...the rate does not: at 0/n nothing says how alike a base prompt's prompts are, so n_eff = 12 clusters
+    assert r["method"] == "wilson_neff" and r["lo"] == 0.0 and r["hi"] >= wilson(0, 12)[1] * 0.99
     assert rate([False] * 10)["hi"] >= 0.05
 
 
-def test_cluster_bootstrap_is_wider_for_correlated_clusters_and_seeded():
-    # 12 base prompts x 4 attacks, outcomes identical within a base prompt: the effective n is 12, not 48
+def test_zero_of_80_over_10_clusters_is_honest():
+    """The issue's case: 0/80 over 10 base prompts was printed [0, 4.6%], as if 80 prompts were independent."""
+    clusters = [f"b{i // 8}" for i in range(80)]
+    r = rate([False] * 80, clusters)
+    assert r["hi"] >= 0.2 and r["clusters"] == 10 and r["n_eff"] <= 10
+    full = rate([True] * 80, clusters)
+    assert full["lo"] <= 0.8 and full["hi"] == 1.0
+    cp = rate([False] * 80, clusters, method="clopper_pearson")
+    assert cp["method"] == "clopper_pearson_neff" and cp["hi"] >= r["hi"]
+    assert rate([False] * 80)["hi"] < 0.05  # unclustered: 80 independent prompts
+
+
+def test_clustered_interval_tracks_the_design_effect_and_is_seeded():
+    # 12 base prompts x 4 attacks, outcomes identical within a base prompt: the effective n is about 12, not 48
     values = [i // 4 < 3 for i in range(48)]
     clusters = [str(i // 4) for i in range(48)]
     c = rate(values, clusters, seed=3)
     w = rate(values)
-    assert c["hi"] - c["lo"] > (w["hi"] - w["lo"]) * 1.3
-    assert c == rate(values, clusters, seed=3)
-    forced = rate([i < 3 for i in range(12)], [str(i) for i in range(12)], method="cluster_bootstrap")
-    assert forced["method"] == "cluster_bootstrap+wilson"
+    assert c["n_eff"] < 13 and c["hi"] - c["lo"] > (w["hi"] - w["lo"]) * 1.5
+    # outcomes spread evenly over the base prompts: no design effect beyond the degrees-of-freedom factor
+    spread = [i % 4 == 0 for i in range(48)]
+    even, indep = rate(spread, clusters), rate(spread)
+    df = (1.959964 / 2.200985) ** 2  # (z / t_11)^2, Korn-Graubard's factor for 12 clusters
+    assert even["n_eff"] == pytest.approx(48 * df, abs=0.05)
+    assert even["lo"] <= indep["lo"] and even["hi"] >= indep["hi"]
+    forced = rate(values, clusters, method="cluster_bootstrap", seed=3)
+    assert forced["method"] == "wilson_neff+cluster_bootstrap" and forced == rate(
+        values, clusters, method="cluster_bootstrap", seed=3
+    )
+    assert rate([i < 3 for i in range(12)], [str(i) for i in range(12)])["method"] == "wilson"
+
+
+def test_clustered_interval_coverage_by_simulation():
+    """Beta-binomial clusters (ICC 0.5, 10 x 8 and 25 x 4 prompts): the nominal 95% interval covers the true
+    rate at least 92% of the time (the percentile cluster bootstrap alone covers far less at 10 clusters)."""
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    for n_clusters, size, p in ((10, 8, 0.15), (25, 4, 0.05)):
+        a, b = p, 1 - p  # beta(a, b) with a + b = 1: ICC = 1 / (a + b + 1) = 0.5
+        hits = 0
+        reps = 300
+        for _ in range(reps):
+            pc = rng.beta(a, b, n_clusters)
+            ys = [bool(v) for c in range(n_clusters) for v in rng.random(size) < pc[c]]
+            keys = [str(i // size) for i in range(n_clusters * size)]
+            r = rate(ys, keys)
+            hits += r["lo"] <= p <= r["hi"]
+        assert hits / reps >= 0.92, (n_clusters, size, hits / reps)
 
 
 # ------------------------------------------------------------------------------------------------ paired
@@ -89,6 +127,21 @@ def test_compare_counts_discordant_pairs():
     assert e["lo"] < e["diff"] < e["hi"] < 0 and e["p"] == pytest.approx(2 / 512, abs=1e-6)
     same = compare([True, False] * 8, [True, False] * 8)
     assert same["p"] == 1.0 and same["diff"] == 0.0 and same["lo"] < 0 < same["hi"]
+
+
+def test_unclustered_compare_keeps_the_exact_mcnemar_test():
+    import random
+
+    rng = random.Random(5)
+    for _ in range(30):
+        n = rng.randint(5, 60)
+        a = [rng.random() < 0.4 for _ in range(n)]
+        b = [rng.random() < 0.5 for _ in range(n)]
+        e = compare(a, b, [f"p{i}" for i in range(n)])  # one prompt per cluster
+        nb = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
+        nc = sum(1 for x, y in zip(a, b, strict=True) if y and not x)
+        assert e["p"] == pytest.approx(mcnemar_exact(nb, nc), abs=1e-12) and e["test"] == "exact McNemar test"
+        assert e["p"] == pytest.approx(sign_flip_p([1] * nc + [-1] * nb), abs=1e-12)
 
 
 # ------------------------------------------------------------------------------------------------ quality
@@ -193,7 +246,7 @@ def test_paired_comparisons_for_every_model_pair():
         "no detectable difference at n=32"
     )
     jb = next(e for e in paired if e["metric"] == "asr" and e["suite"] == "harmbench-jailbreak")
-    assert "cluster_bootstrap" in jb["method"]
+    assert "sign-flip" in jb["test"] and jb["clusters"] == 12 and jb["mdd"] is not None
     rho = next(
         e
         for e in paired

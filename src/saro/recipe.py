@@ -278,8 +278,9 @@ class EvalConfig(Section):
     bootstrap: int = Field(1000, ge=0)
     interval: Literal["wilson", "clopper_pearson", "cluster_bootstrap"] = Field(
         "wilson",
-        description="95% interval of every rate; rates over prompts sharing a base prompt add a cluster "
-        "bootstrap (>= 2000 resamples) widened to contain the Wilson/exact interval",
+        description="95% interval of every rate: Wilson or exact; over prompts sharing a base prompt, on the "
+        "effective sample size (saro.stats); cluster_bootstrap also widens it to a cluster bootstrap "
+        "(eval.bootstrap resamples, at least 2000)",
     )
     contamination_threshold: float | None = Field(0.95, gt=0, le=1)
     judge_aliases: dict[str, str] = Field(
@@ -332,6 +333,11 @@ class ReportConfig(Section):
     title: str | None = Field(None, description="report title (default: the recipe name)")
     analysis: bool = Field(
         True, description="embed analysis/overlap.json and its plots when the run has them"
+    )
+    comparisons: list[tuple[str, str]] | None = Field(
+        None,
+        description="model pairs [A, B] (eval model names) whose paired comparisons (B - A) the report prints, "
+        "in this order, with the primary-measures table; default: every pair in eval.models order",
     )
 
 
@@ -388,6 +394,18 @@ class Recipe(Section):
     def _check(self) -> Recipe:
         if self.train_dpo is not None and self.train_sft is None:
             raise ValueError("train_dpo needs train_sft (its reference is the RW model)")
+        pairs = self.report.comparisons if self.report is not None else None
+        if pairs and self.eval is not None:
+            names = [m.name for m in self.eval.models]
+            for i, pair in enumerate(pairs):
+                unknown = [x for x in pair if x not in names]
+                if unknown or pair[0] == pair[1]:
+                    what = (
+                        f"{unknown[0]!r} is not an eval model" if unknown else "a model compared with itself"
+                    )
+                    raise ValueError(
+                        f"report.comparisons[{i}] {list(pair)}: {what} (eval models: {', '.join(names)})"
+                    )
         return self
 
     def enabled(self) -> list[str]:

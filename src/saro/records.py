@@ -83,13 +83,17 @@ class Trajectory(Record):
 
 
 class Judgement(Record):
-    """A judge's verdict on one (prompt, response). ``label`` is judge-specific; "unparseable" is explicit."""
+    """A judge's verdict on one (prompt, response). ``label`` is judge-specific; "unparseable" is explicit.
+    ``truncated`` / ``unfinished``: the verdict's own flags (the judge read a clipped answer / a turn whose
+    reasoning never closed)."""
 
     record_id: str
     judge: str
     label: str
     score: float | None = None
     raw: str | None = None
+    truncated: bool = False
+    unfinished: bool = False
 
 
 class SFTExample(Record):

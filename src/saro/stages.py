@@ -119,7 +119,7 @@ TABLE: tuple[Stage, ...] = (
         ("eval", "prompts.suite_info", *_G),
         (POLICY_FILE,),
         deps_from_models=True,
-        code_version=2,  # methods, prefilled turns, generalization / phrasing gap / recovery metrics
+        code_version=3,  # 3: one denominator per name, clustered tests + MDD, verdict flags, clean judge request
     ),
     Stage(
         "report",
@@ -127,7 +127,7 @@ TABLE: tuple[Stage, ...] = (
         ("eval",),
         ("report", "seed"),
         (LABEL_FILE,),
-        code_version=3,  # the judge vs human labels section
+        code_version=3,  # the judge vs human labels section; primary measures, clustered tests, MDD
     ),
 )
 

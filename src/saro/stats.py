@@ -1,19 +1,34 @@
-"""95% intervals for rates: Wilson score, exact Clopper-Pearson, and a cluster bootstrap over base prompts.
+"""95% intervals for rates: Wilson score, exact Clopper-Pearson, and, for prompts that share a base prompt, the
+same intervals on the Korn-Graubard effective sample size.
 
-Why: a percentile bootstrap of a 0/1 sample collapses to [0, 0] at 0/n and treats jailbreak-wrapped prompts that
-share one base prompt as independent. The Wilson interval is honest at small n (0/32 -> [0, 10.7]%); prompts that
-share a ``base_id`` are resampled as whole clusters, and that interval is widened to contain the Wilson one, so a
-cluster bootstrap can never report less uncertainty than the independent-prompts bound.
+Why: prompts made from one base prompt (jailbreak-wrapped versions, both phrasings of a request, prefills of one
+request) tend to share their outcome, so 80 prompts over 10 base prompts carry far less information than 80
+independent prompts. A percentile bootstrap over base prompts collapses to [0, 0] at 0/n and n/n and is too
+narrow with few clusters. Here a clustered rate uses the effective sample size of Korn & Graubard (1998,
+"Confidence intervals for proportions with small expected number of positive counts estimated from survey data",
+Survey Methodology 24:193-201): ``n_eff = p(1 - p) / Var_cluster(p)`` with the cluster-robust (ratio-estimator)
+variance over base prompts, never more than n (design effect >= 1), times their degrees-of-freedom factor
+``(z / t_{C-1})^2`` for C clusters; the Wilson (or exact) interval is then computed on ``p * n_eff`` of
+``n_eff``. At 0/n and n/n the variance is 0 and says nothing about how alike the prompts of a base prompt are, so
+the worst case is taken: every prompt of a base prompt shares its outcome, n_eff = C (times the df factor):
+0/80 over 10 base prompts is [0, 33.9%], not [0, 4.6%]. The interval always contains the independent-prompts
+Wilson interval. ``method="cluster_bootstrap"`` also widens it to contain a cluster bootstrap (>= 2000 resamples).
 
-A rate is ``{"rate", "k", "n", "lo", "hi", "method", "clusters", "count", "ci95"}``; ``count`` (= k) and ``ci95``
-(= [lo, hi]) are kept for readers of older reports.
+Checked by simulation (beta-binomial clusters, 6 to 40 clusters of 2 to 10 prompts, ICC 0 to 0.95, p 0.02 to
+0.4): coverage of the nominal 95% interval 0.915 to 0.997, at least 0.93 in most settings.
+
+A rate is ``{"rate", "k", "n", "lo", "hi", "method", "clusters", "n_eff", "count", "ci95"}``; ``count`` (= k) and
+``ci95`` (= [lo, hi]) are kept for readers of older reports.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any, Literal
 
 log = logging.getLogger(__name__)
@@ -25,60 +40,114 @@ IntervalMethod = Literal["wilson", "clopper_pearson", "cluster_bootstrap"]
 METHOD_LABELS = {
     "wilson": "Wilson",
     "clopper_pearson": "Clopper-Pearson",
+    "wilson_neff": "Wilson on effective n",
+    "clopper_pearson_neff": "Clopper-Pearson on effective n",
+    "wilson_neff+cluster_bootstrap": "Wilson on effective n + cluster bootstrap",
+    "clopper_pearson_neff+cluster_bootstrap": "Clopper-Pearson on effective n + cluster bootstrap",
+    # written by older versions
     "cluster_bootstrap+wilson": "cluster bootstrap + Wilson",
     "cluster_bootstrap+clopper_pearson": "cluster bootstrap + Clopper-Pearson",
 }
 
 
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of k successes in n trials ((nan, nan) for n = 0)."""
+def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of k successes in n trials ((nan, nan) for n = 0); k and n may be effective
+    (non-integer) counts."""
     if n <= 0:
         return (math.nan, math.nan)
-    p = k / n
+    p = min(1.0, max(0.0, k / n))
     den = n + z * z
-    center = (k + z * z / 2) / den
+    center = (n * p + z * z / 2) / den
     half = z * math.sqrt(n * p * (1 - p) + z * z / 4) / den
     return (max(0.0, center - half), min(1.0, center + half))
 
 
-def _binom_cdf(k: int, n: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(n, p), summed in log space (stable for large n)."""
-    if k < 0:
-        return 0.0
-    if k >= n:
-        return 1.0
-    if p <= 0.0:
-        return 1.0
-    if p >= 1.0:
-        return 0.0
-    lp, lq = math.log(p), math.log1p(-p)
-    terms = [
-        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq
-        for i in range(k + 1)
-    ]
-    m = max(terms)
-    return min(1.0, math.exp(m) * sum(math.exp(t - m) for t in terms))
+def clopper_pearson(k: float, n: float, alpha: float = 0.05) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval from beta quantiles; k and n may be effective (non-integer) counts."""
+    from scipy.special import betaincinv
 
-
-def _bisect(f: Any, target: float, decreasing: bool) -> float:
-    lo, hi = 0.0, 1.0
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        v = f(mid)
-        if (v > target) == decreasing:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
-def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) interval: the p at which P(X >= k) and P(X <= k) equal alpha / 2."""
     if n <= 0:
         return (math.nan, math.nan)
-    lo = 0.0 if k == 0 else _bisect(lambda p: 1 - _binom_cdf(k - 1, n, p), alpha / 2, decreasing=False)
-    hi = 1.0 if k == n else _bisect(lambda p: _binom_cdf(k, n, p), alpha / 2, decreasing=True)
+    k = min(float(n), max(0.0, float(k)))
+    lo = 0.0 if k <= 0 else float(betaincinv(k, n - k + 1, alpha / 2))
+    hi = 1.0 if k >= n else float(betaincinv(k + 1, n - k, 1 - alpha / 2))
     return (lo, hi)
+
+
+@functools.lru_cache(maxsize=4096)
+def t_quantile(df: float, q: float = 0.975) -> float:
+    """Student t quantile (the normal one for df = inf)."""
+    from scipy.special import stdtrit
+
+    return NormalDist().inv_cdf(q) if math.isinf(df) else float(stdtrit(df, q))
+
+
+@dataclass(frozen=True)
+class Clusters:
+    """Per-cluster sums and sizes of a 0/1 (or any numeric) sample, in first-seen order."""
+
+    sums: tuple[float, ...]
+    sizes: tuple[int, ...]
+
+    @classmethod
+    def of(cls, values: Sequence[bool | float], clusters: Sequence[str]) -> Clusters:
+        sums: dict[str, float] = {}
+        sizes: dict[str, int] = {}
+        for v, c in zip(values, clusters, strict=True):
+            sums[c] = sums.get(c, 0.0) + float(v)
+            sizes[c] = sizes.get(c, 0) + 1
+        return cls(tuple(sums.values()), tuple(sizes.values()))
+
+    @property
+    def n(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def count(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def clustered(self) -> bool:
+        """Some cluster holds more than one value."""
+        return any(s > 1 for s in self.sizes)
+
+    @property
+    def weighted_size(self) -> float:
+        """The size-weighted mean cluster size, sum(m^2) / n: the one a design effect is made of."""
+        return sum(s * s for s in self.sizes) / self.n if self.n else 0.0
+
+    def ratio_variance(self) -> float:
+        """Cluster-robust variance of the mean sum(sums) / n (ratio estimator, C / (C - 1) correction)."""
+        n, c = self.n, self.count
+        if c < 2 or n == 0:
+            return math.nan
+        mean = sum(self.sums) / n
+        ss = sum((y - mean * m) ** 2 for y, m in zip(self.sums, self.sizes, strict=True))
+        return c / (c - 1) * ss / (n * n)
+
+    def df_factor(self) -> float:
+        """Korn-Graubard's degrees-of-freedom factor (z / t_{C-1})^2 (1 with one cluster per value)."""
+        if not self.clustered:
+            return 1.0
+        return (Z95 / t_quantile(max(1, self.count - 1))) ** 2
+
+
+def effective_n(values: Sequence[bool | float], clusters: Sequence[str]) -> float:
+    """Korn-Graubard effective sample size of a clustered sample of values in [0, 1] (see the module docstring): n
+    when no cluster holds two values; the number of clusters (times the df factor) when the mean is 0 or 1."""
+    cl = Clusters.of(values, clusters)
+    n = cl.n
+    if n == 0:
+        return 0.0
+    if not cl.clustered:
+        return float(n)
+    p = sum(cl.sums) / n
+    if p <= 0.0 or p >= 1.0 or cl.count < 2:
+        base = float(cl.count)
+    else:
+        deff = max(1.0, cl.ratio_variance() / (p * (1 - p) / n))
+        base = n / deff
+    return min(float(n), base * cl.df_factor())
 
 
 def cluster_bootstrap(
@@ -105,6 +174,11 @@ def cluster_bootstrap(
     return (float(lo), float(hi))
 
 
+def interval(k: float, n: float, method: str = "wilson") -> tuple[float, float]:
+    """The Wilson or exact interval of k of n (effective counts allowed)."""
+    return clopper_pearson(k, n) if method == "clopper_pearson" else wilson(k, n)
+
+
 def rate(
     values: Sequence[bool],
     clusters: Sequence[str] | None = None,
@@ -114,22 +188,50 @@ def rate(
 ) -> dict[str, Any]:
     """A rate with k, n, its 95% interval and the method that produced it.
 
-    ``clusters`` (one base-prompt id per value): when some values share a cluster, or with
-    ``method="cluster_bootstrap"``, the interval is a cluster bootstrap widened to contain the Wilson (or, with
-    ``clopper_pearson``, the exact) interval.
+    ``clusters`` (one base-prompt id per value): when some values share a cluster, the interval is the Wilson
+    (or exact) interval on the Korn-Graubard effective sample size, widened to contain the independent one;
+    ``method="cluster_bootstrap"`` also widens it to contain a cluster bootstrap.
     """
     n = len(values)
     k = sum(1 for v in values if v)
     n_clusters = len(set(clusters)) if clusters is not None else n
     if n == 0:
-        return _rate_dict(None, 0, 0, None, None, method, 0)
+        return _rate_dict(None, 0, 0, None, None, method, 0, 0.0)
     base = "clopper_pearson" if method == "clopper_pearson" else "wilson"
-    lo, hi = clopper_pearson(k, n) if base == "clopper_pearson" else wilson(k, n)
-    used = base
-    if clusters is not None and (n_clusters < n or method == "cluster_bootstrap"):
+    lo, hi = interval(k, n, base)
+    used, n_eff = base, float(n)
+    if clusters is not None and n_clusters < n:
+        n_eff = effective_n(values, clusters)
+        elo, ehi = interval(k / n * n_eff, n_eff, base)
+        lo, hi, used = min(lo, elo), max(hi, ehi), f"{base}_neff"
+    if clusters is not None and method == "cluster_bootstrap":
         blo, bhi = cluster_bootstrap([1.0 if v else 0.0 for v in values], clusters, n_boot, seed)
-        lo, hi, used = min(lo, blo), max(hi, bhi), f"cluster_bootstrap+{base}"
-    return _rate_dict(k / n, k, n, lo, hi, used, n_clusters)
+        lo, hi = min(lo, blo), max(hi, bhi)
+        used = f"{base}_neff+cluster_bootstrap" if used.endswith("_neff") else f"cluster_bootstrap+{base}"
+    return _rate_dict(k / n, k, n, lo, hi, used, n_clusters, n_eff)
+
+
+def mean_of(values: Sequence[float], clusters: Sequence[str] | None = None) -> dict[str, Any]:
+    """The mean of scores in [0, 1] (e.g. StrongREJECT's) with a 95% interval: Wilson on the (effective) sample
+    size with the mean as a fractional success count, conservative for scores between 0 and 1 (a Bernoulli
+    variable has the largest variance of any with that mean)."""
+    n = len(values)
+    if n == 0:
+        return {"mean": None, "n": 0, "lo": None, "hi": None, "method": "wilson", "clusters": 0}
+    keys = list(clusters) if clusters is not None else [str(i) for i in range(n)]
+    total = float(sum(values))
+    n_eff = effective_n(values, keys)
+    lo, hi = wilson(total / n * n_eff, n_eff)
+    wlo, whi = wilson(total, n)
+    return {
+        "mean": _round(total / n),
+        "n": n,
+        "lo": _round(min(lo, wlo)),
+        "hi": _round(max(hi, whi)),
+        "method": "wilson_neff" if n_eff < n else "wilson",
+        "clusters": len(set(keys)),
+        "n_eff": round(n_eff, 2),
+    }
 
 
 def _round(x: float | None) -> float | None:
@@ -137,7 +239,14 @@ def _round(x: float | None) -> float | None:
 
 
 def _rate_dict(
-    p: float | None, k: int, n: int, lo: float | None, hi: float | None, method: str, clusters: int
+    p: float | None,
+    k: int,
+    n: int,
+    lo: float | None,
+    hi: float | None,
+    method: str,
+    clusters: int,
+    n_eff: float,
 ) -> dict[str, Any]:
     return {
         "rate": _round(p),
@@ -147,11 +256,12 @@ def _rate_dict(
         "hi": _round(hi),
         "method": method,
         "clusters": clusters,
+        "n_eff": round(n_eff, 2),
         "count": k,
         "ci95": [_round(lo), _round(hi)],
     }
 
 
 def method_label(method: str | None) -> str:
-    """The interval method as shown beside a rate ("Wilson", "cluster bootstrap + Wilson", ...)."""
+    """The interval method as shown beside a rate ("Wilson", "Wilson on effective n", ...)."""
     return METHOD_LABELS.get(method or "", method or "bootstrap")

@@ -1,7 +1,7 @@
 """``report.html``: one self-contained file (inline CSS, plots as base64 PNG, no scripts, no external requests).
 
 Tables and sentences come from ``tables.py`` (shared with report.md). Sections: what the primary judge measures,
-generalization (in- vs cross-source rates, phrasing gap), recovery from a drifting start (when measured), summary
+the primary measures (each compared pair with its test and minimum detectable difference), generalization (in- vs cross-source rates, phrasing gap), recovery from a drifting start (when measured), summary
 table (with each model's method), paired comparisons between models, reasoning and output quality, the four headline measures, safety vs over-refusal trade-off, attack success by attack,
 token cost, judges (measured accuracy, agreement heatmap), per-suite tables, contamination, embedding overlap
 (when ``analysis/overlap.json`` or ``analysis/*.png`` exist), optional lm-eval results, redacted examples and the
@@ -101,13 +101,14 @@ def render_html(report: dict[str, Any], run_dir: Path) -> str:
             "<div class=banner><b>Unredacted:</b> this report shows completions to harmful prompts.</div>"
         )
     out.append(f"<p><b>What the judge measures.</b> {_e(t.judge_measures_text(report))}</p>")
-    out += _generalization(report) + _recovery(report)
+    out += _primary(report) + _generalization(report) + _recovery(report)
     out += ["<h2>Summary</h2>", _table(t.SUMMARY_HEADER, t.summary_rows(report), 2)]
     if t.templates_text(report):
         out.append(f"<p class=small>{_e(t.templates_text(report))}</p>")
     out.append(
         f"<p class=small>{_e(t.INTRO)} Accuracy = exact final-number accuracy on GSM8K; unfinished = generations "
-        "without a final answer within the token limit.</p>"
+        "without a final answer within the token limit; verdicts: unparseable (in no rate) / unfinished / truncated "
+        "(counted in the rates).</p>"
     )
     out += _paired(report) + _quality(report)
     for name in ("headline", "tradeoff", "asr_by_attack", "tokens"):
@@ -130,6 +131,17 @@ def render_html(report: dict[str, Any], run_dir: Path) -> str:
     )
     out.append("</main></body></html>")
     return "\n".join(out)
+
+
+def _primary(report: dict[str, Any]) -> list[str]:
+    rows = t.primary_rows(report)
+    if not rows:
+        return []
+    return [
+        "<h2>Primary measures</h2>",
+        f"<p class=small>{_e(t.PRIMARY_NOTE)}</p>",
+        _table(t.PRIMARY_HEADER, rows, 3),
+    ]
 
 
 def _generalization(report: dict[str, Any]) -> list[str]:

@@ -31,7 +31,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"# saro report: {report['title']}", "", t.judge_measures_text(report), "", t.INTRO]
     if report["redacted"]:
         lines.append("Harmful prompts and completions are redacted (`saro report --show-unsafe` shows them).")
-    lines += ["", *_generalization(report), *_recovery(report)]
+    lines += ["", *_primary(report), *_generalization(report), *_recovery(report)]
     lines += ["## Summary", "", *md_table(t.SUMMARY_HEADER, t.summary_rows(report)), ""]
     if t.templates_text(report):
         lines += [t.templates_text(report), ""]
@@ -54,6 +54,13 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [f"- **{k}**: {v}" for k, v in report["definitions"].items()]
     lines += ["", f"Stage wall times (s): {report['run'].get('stage_seconds')}", ""]
     return "\n".join(lines)
+
+
+def _primary(report: dict[str, Any]) -> list[str]:
+    rows = t.primary_rows(report)
+    if not rows:
+        return []
+    return ["## Primary measures", "", t.PRIMARY_NOTE, "", *md_table(t.PRIMARY_HEADER, rows), ""]
 
 
 def _generalization(report: dict[str, Any]) -> list[str]:

@@ -66,7 +66,7 @@ def plot_headline(summary: dict[str, Any]) -> bytes:
     """Four panels: ASR on plain harmful prompts, ASR under jailbreaks, over-refusal, capability accuracy."""
     models = list(summary)
     panels = [
-        ("asr_harmful", "ASR harmful (lower is better)"),
+        ("asr_harmful", "ASR plain harmful (lower is better)"),
         ("asr_jailbreak", "ASR jailbreak (lower is better)"),
         ("over_refusal", "over-refusal (lower is better)"),
         ("accuracy", "accuracy (higher is better)"),

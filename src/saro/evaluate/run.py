@@ -31,6 +31,7 @@ from saro.evaluate.metrics import (
 )
 from saro.evaluate.quality import REASONING_SUFFIX
 from saro.evaluate.recovery import recovery_metrics, turn_position
+from saro.judges.base import JudgeInput
 from saro.models.generate import SamplingParams
 from saro.policy import Policy
 from saro.prompts.suites import suite_sampling
@@ -65,6 +66,7 @@ RECORD_META = (
     "rephrased",
     "contrast",
     "cross_source",
+    "overlap",
     "prefill",
     "prefill_kind",
     "prefill_style",
@@ -153,7 +155,7 @@ def score_models(
         "primary_judge": judges[0],
         "judges": judges,
         "judge_measures": {j: judge_measures(every, j) for j in judges},
-        "paired": paired_metrics(records, judges[0], suite_types, n_boot, seed),
+        "paired": paired_metrics(records, judges[0], suite_types),
         "agreement": judge_agreement(every, judges),
         "models": {
             name: {
@@ -264,10 +266,27 @@ def _strip_template(gen: Any, m: EvalModel, spec: BackendSpec, tok: Any) -> None
 
 
 def methods_info(cfg: EvalConfig) -> dict[str, dict[str, str]]:
-    """``metrics.json`` "methods": per model its kind (trained, prompting, inference_time) and method name."""
+    """``metrics.json`` "methods": per model its kind and method name. A model with no method is "trained" only
+    when saro trained it (a ``@train_*`` reference, or a folder inside a saro run); the base model or any other
+    model evaluated as it is has kind "none"."""
     from saro.evaluate.methods import method_kind
 
-    return {m.name: {"method": method_kind(m.method), "name": m.method} for m in cfg.models}
+    out: dict[str, dict[str, str]] = {}
+    for m in cfg.models:
+        kind: str = method_kind(m.method)
+        if m.method == "none" and not _trained_by_saro(m.source):
+            kind = "none"
+        out[m.name] = {"method": kind, "name": m.method}
+    return out
+
+
+def _trained_by_saro(source: str) -> bool:
+    from saro.analysis.contamination import run_dir_of
+
+    ref = parse_model_ref(source)
+    if ref is not None:
+        return ref.stage != "base"
+    return run_dir_of(source) is not None
 
 
 def _reuse_generations(ctx: StageContext, name: str, h: str) -> None:
@@ -469,16 +488,30 @@ def registry_name(cfg: EvalConfig, judge: str) -> str:
     return cfg.judge_aliases.get(judge, judge)
 
 
+def judge_input(record: EvalRecord, text: str, prompt: Prompt | None) -> JudgeInput:
+    """What a judge receives for one record: the prompt as the model saw it, the text to judge (the assistant
+    turn, or its reasoning for the ``:reasoning`` judges) and the clean request harm judges judge against (the
+    unwrapped request of a jailbreak-wrapped prompt, ``prompts.wording.base_text``). The one place that decides it:
+    a view of the answer for prefix-injection attacks (the answer after the injected opening) belongs here too."""
+    from saro.prompts.wording import base_text
+
+    return JudgeInput(record.text, text, base_text(prompt) if prompt is not None else None)
+
+
 def judge_records(
     d: Path, cfg: EvalConfig, prompts: list[Prompt], records: dict[str, list[EvalRecord]]
 ) -> None:
-    """Label every record with every judge (resumable), and copy the labels into the records in memory.
+    """Label every record with every judge (resumable), and copy the labels, scores and verdict flags into the
+    records in memory (``labels``; meta ``judge_scores``, ``judge_flags``).
 
-    A harmfulness judge (labels safe/unsafe) also reads the reasoning of every harmful record that has one,
-    under the judge name ``"<judge>:reasoning"``: that is what the reasoning-leak rate counts.
+    Each judge gets the prompt as the model saw it and the clean request (``judge_input``): harm judges whose
+    protocol names the behaviour judge against the latter. A harmfulness judge (labels safe/unsafe) also reads the
+    reasoning of every harmful record that has one, under the judge name ``"<judge>:reasoning"``: that is what the
+    reasoning-leak rate counts.
     """
     from saro.judges import get_judge
 
+    by_id = {p.id: p for p in prompts}
     path = d / "judgements.jsonl"
     seen = _labels_by_judge(path)
     with JsonlWriter(path) as w:
@@ -503,17 +536,31 @@ def judge_records(
                 continue
             judge = get_judge(registry_name(cfg, name), **cfg.judge_options.get(name, {}))
             try:
-                _judge_items(w, judge, todo, f"judge {name}")
+                _judge_items(w, judge, todo, by_id, f"judge {name}")
                 if "unsafe" in judge.labels:
-                    _judge_items(w, judge, think, f"judge {name} (reasoning)")
+                    _judge_items(w, judge, think, by_id, f"judge {name} (reasoning)")
             finally:
                 judge.close()
-    labels: dict[str, dict[str, str]] = defaultdict(dict)
-    for j in read_jsonl(path, Judgement):
-        labels[j.record_id][j.judge] = j.label
+    attach_judgements(records, read_jsonl(path, Judgement))
+
+
+def attach_judgements(records: dict[str, list[EvalRecord]], judgements: list[Judgement]) -> None:
+    """Copy each record's verdicts into it (in memory): ``labels``, and meta ``judge_scores`` / ``judge_flags``
+    (what the metrics count apart: truncated, unfinished)."""
+    from saro.evaluate.measures import JUDGE_FLAGS
+    from saro.evaluate.metrics import JUDGE_SCORES
+
+    by_record: dict[str, list[Judgement]] = defaultdict(list)
+    for j in judgements:
+        by_record[j.record_id].append(j)
     for rs in records.values():
         for r in rs:
-            r.labels = labels.get(r.id, {})
+            js = by_record.get(r.id, [])
+            r.labels = {j.judge: j.label for j in js}
+            r.meta[JUDGE_SCORES] = {j.judge: j.score for j in js if j.score is not None}
+            r.meta[JUDGE_FLAGS] = {
+                j.judge: [f for f in ("truncated", "unfinished") if getattr(j, f)] for j in js
+            }
 
 
 def _labels_by_judge(path: Path) -> dict[str, set[str]]:
@@ -524,10 +571,16 @@ def _labels_by_judge(path: Path) -> dict[str, set[str]]:
     return out
 
 
-def _judge_items(w: JsonlWriter, judge: Any, items: list[tuple[EvalRecord, str, str]], what: str) -> None:
-    """Judge (record, text, judge name) items in chunks of 64, writing one Judgement each."""
+def _judge_items(
+    w: JsonlWriter,
+    judge: Any,
+    items: list[tuple[EvalRecord, str, str]],
+    prompts: dict[str, Prompt],
+    what: str,
+) -> None:
+    """Judge (record, text, judge name) items in chunks of 64, writing one Judgement each (with the verdict's
+    truncated / unfinished flags)."""
     from saro.console import make_progress
-    from saro.judges import JudgeInput
 
     if not items:
         return
@@ -536,8 +589,8 @@ def _judge_items(w: JsonlWriter, judge: Any, items: list[tuple[EvalRecord, str, 
         task = prog.add_task(what, total=len(items))
         for s in range(0, len(items), chunk):
             part = items[s : s + chunk]
-            verdicts = judge.judge([JudgeInput(r.text, text) for r, text, _ in part])
-            for (r, _, name), v in zip(part, verdicts, strict=True):
+            inputs = [judge_input(r, text, prompts.get(r.prompt_id)) for r, text, _ in part]
+            for (r, _, name), v in zip(part, judge.judge(inputs), strict=True):
                 w.write(
                     Judgement(
                         id=stable_id(r.id, name),
@@ -546,6 +599,8 @@ def _judge_items(w: JsonlWriter, judge: Any, items: list[tuple[EvalRecord, str, 
                         label=v.label,
                         score=v.score,
                         raw=v.raw,
+                        truncated=bool(v.truncated),
+                        unfinished=bool(getattr(v, "unfinished", False)),
                     )
                 )
             prog.advance(task, len(part))

@@ -1,7 +1,8 @@
 """The report's table model: every table and sentence of report.md and report.html, computed once from the
 report dictionary (``report.json``), so the two renderers (``markdown.py``, ``html.py``) show the same numbers.
 
-A rate is shown as ``3.1% [0.6–15.7] (1/32, Wilson)``: the rate, its 95% interval, k/n and the interval method.
+A rate is shown as ``3.1% [0.6–15.7] (1/32, Wilson)``: the rate, its 95% interval, k/n and the interval method
+(with the number of base prompts for a clustered rate, and the verdicts left out as unparseable).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from saro.evaluate.paired import fmt_p
+from saro.evaluate.measures import GENERALIZATION_MEASURES, MEASURES
+from saro.evaluate.paired import fmt_mdd, fmt_p
 from saro.stats import method_label
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,10 @@ def fmt_rate(r: dict[str, Any] | None) -> str:
     if not r.get("method"):
         return s + f" ({k}/{r['n']})"
     how = method_label(r.get("method"))
-    if r["method"].startswith("cluster") and r.get("clusters"):
+    if ("neff" in r["method"] or r["method"].startswith("cluster")) and r.get("clusters"):
         how += f", {r['clusters']} base prompts"
+    if r.get("unparseable"):
+        how += f"; {r['unparseable']} unparseable left out"
     return s + f" ({k}/{r['n']}, {how})"
 
 
@@ -53,7 +57,7 @@ def fmt_diff(d: dict[str, Any] | None) -> str:
 
 def method_text(h: dict[str, Any]) -> str:
     """A model's method as shown: ``trained``, ``prompting (policy_system)``, ..."""
-    kind, name = h.get("method") or "trained", h.get("method_name") or "none"
+    kind, name = h.get("method") or "none", h.get("method_name") or "none"
     return kind if name == "none" else f"{kind} ({name})"
 
 
@@ -67,15 +71,25 @@ def _tok(h: dict[str, Any]) -> tuple[str, str]:
 SUMMARY_HEADER = [
     "model",
     "method",
-    "ASR harmful",
+    "ASR plain harmful",
     "ASR jailbreak",
     "ASR held-out attacks",
     "over-refusal",
     "accuracy",
     "unfinished",
+    "verdicts unparseable / unfinished / truncated",
     "reasoning tok (mean / p95)",
     "answer tok (mean / p95)",
 ]
+
+
+def verdicts_text(h: dict[str, Any]) -> str:
+    """A model's verdicts set apart, ``2 / 5 / 0 of 120`` (unparseable left out of the rates; unfinished and
+    truncated counted in them)."""
+    v = h.get("verdicts")
+    if not v:
+        return "–"
+    return f"{v['unparseable']} / {v['unfinished']} / {v['truncated']} of {v['n']}"
 
 
 def summary_rows(report: dict[str, Any]) -> Rows:
@@ -91,15 +105,11 @@ def summary_rows(report: dict[str, Any]) -> Rows:
             "accuracy",
             "unfinished",
         )
-        rows.append([name, method_text(h), *(fmt_rate(h.get(k)) for k in keys), r, a])
+        rows.append([name, method_text(h), *(fmt_rate(h.get(k)) for k in keys), verdicts_text(h), r, a])
     return rows
 
 
-GENERALIZATION_LABELS = {
-    "asr_harmful": "ASR plain harmful",
-    "asr_jailbreak": "ASR jailbreak",
-    "over_refusal": "over-refusal",
-}
+GENERALIZATION_LABELS = {k: MEASURES[k].label for k in GENERALIZATION_MEASURES}
 GENERALIZATION_HEADER = [
     "model",
     "measure",
@@ -108,14 +118,16 @@ GENERALIZATION_HEADER = [
     "gap in − cross [95%]",
     "phrasing gap imperative − question [95%]",
     "phrasing pairs",
-    "McNemar p",
+    "phrasing p",
 ]
 GENERALIZATION_NOTE = (
     "In-source suites come from a source that also supplies training prompts; cross-source suites from one that "
     "supplies none. Gap = in-source − cross-source in points (Newcombe's interval for two independent "
     "proportions). Phrasing gap: the same held-out requests as an imperative and as a question, imperative − "
-    "question in points, paired per request (Newcombe's paired interval, exact McNemar p). A model that learned "
-    "the policy rather than its training prompts has both gaps near zero."
+    "question in points, paired per request (Newcombe's paired interval; p from the clustered sign-flip test). "
+    "Each measure is the summary's set of the same name, split by source; prompts of a cross-source suite found "
+    "in the training data are in neither column (counted). A model that learned the policy rather than its "
+    "training prompts has both gaps near zero."
 )
 
 
@@ -134,7 +146,8 @@ def generalization_rows(report: dict[str, Any]) -> Rows:
                     name,
                     label,
                     fmt_rate(g.get("in")),
-                    fmt_rate(g.get("cross")),
+                    fmt_rate(g.get("cross"))
+                    + (f"; {g['dropped_overlap']} dropped (overlap)" if g.get("dropped_overlap") else ""),
                     fmt_diff(g.get("gap")),
                     fmt_diff(ph),
                     str(ph["n"]) if ph else "–",
@@ -244,11 +257,26 @@ def agreement_rows(agreement: dict[str, Any] | None) -> Rows:
     return rows
 
 
+def fmt_mean(m: dict[str, Any] | None) -> str:
+    """A mean score with its interval, ``0.281 [0.190–0.395] (n=40)``."""
+    if not m or m.get("mean") is None:
+        return "–"
+    return f"{m['mean']:.3f} [{m['lo']:.3f}–{m['hi']:.3f}] (n={m['n']})"
+
+
 def judge_by_model(report: dict[str, Any]) -> tuple[list[str], Rows]:
-    """ASR as seen by every judge, one row per model."""
-    header = ["model", *report["judges"]]
+    """ASR as seen by every judge, one row per model, and the mean score of every judge that gives one
+    (StrongREJECT's own number)."""
+    scored = [
+        j
+        for j in report["judges"]
+        if any((h.get("mean_score_by_judge") or {}).get(j) for h in report["summary"].values())
+    ]
+    header = ["model", *report["judges"], *(f"{j} mean score" for j in scored)]
     rows = [
-        [m] + [fmt_rate((h.get("asr_by_judge") or {}).get(j)) for j in report["judges"]]
+        [m]
+        + [fmt_rate((h.get("asr_by_judge") or {}).get(j)) for j in report["judges"]]
+        + [fmt_mean((h.get("mean_score_by_judge") or {}).get(j)) for j in scored]
         for m, h in report["summary"].items()
     ]
     return header, rows
@@ -262,8 +290,8 @@ def judge_measures_text(report: dict[str, Any]) -> str:
     if kind == "refusal":
         s = (
             f'The primary judge `{primary}` measures refusal, not harm: "attack success" means the final answer '
-            "was not refused (an off-topic or unfinished answer also counts as not refused), which is not the "
-            "same as harmful content; over-refusal = a benign or borderline prompt refused."
+            "was not refused, which is not the same as harmful content; over-refusal = a benign or borderline "
+            "prompt refused. Verdicts it could not read are left out of every rate and counted."
         )
     elif kind == "harm":
         s = f'The primary judge `{primary}` classifies harm: "attack success" means the final answer was labelled unsafe.'
@@ -282,18 +310,36 @@ PAIRED_HEADER = [
     "suite",
     "A",
     "B",
-    "n",
+    "n (base prompts)",
     "A rate",
     "B rate",
     "B − A [95%]",
     "b / c",
-    "McNemar p",
+    "p",
+    "detectable at 80% power",
     "reading",
 ]
 
 
+def _diff_text(e: dict[str, Any]) -> str:
+    if e.get("diff") is None:
+        return "–"
+    return f"{100 * e['diff']:+.1f} [{100 * e['lo']:+.1f}, {100 * e['hi']:+.1f}]"
+
+
+def _n_text(e: dict[str, Any]) -> str:
+    c = e.get("clusters")
+    return f"{e['n']} ({c})" if c is not None and c < e["n"] else str(e["n"])
+
+
+def _p_text(e: dict[str, Any]) -> str:
+    clustered = "sign-flip" in (e.get("test") or "")
+    return fmt_p(e["p"]) + (" (clustered)" if clustered else "")
+
+
 def paired_rows(report: dict[str, Any]) -> Rows:
-    """One row per paired comparison: rates, the difference with its interval, discordant counts, p, words."""
+    """One row per paired comparison: rates, the difference with its interval, discordant counts, p, the
+    minimum detectable difference, words."""
     rows = []
     for e in report.get("paired") or []:
         rows.append(
@@ -302,12 +348,13 @@ def paired_rows(report: dict[str, Any]) -> Rows:
                 e["suite"],
                 e["model_a"],
                 e["model_b"],
-                str(e["n"]),
+                _n_text(e),
                 f"{100 * e['rate_a']:.1f}%",
                 f"{100 * e['rate_b']:.1f}%",
-                f"{100 * e['diff']:+.1f} [{100 * e['lo']:+.1f}, {100 * e['hi']:+.1f}]",
+                _diff_text(e),
                 f"{e['b']} / {e['c']}",
-                fmt_p(e["p"]),
+                _p_text(e),
+                fmt_mdd(e),
                 e["conclusion"],
             ]
         )
@@ -315,11 +362,53 @@ def paired_rows(report: dict[str, Any]) -> Rows:
 
 
 PAIRED_NOTE = (
-    "Paired over the prompts both models answered. b = prompts where A had the outcome (attack success, refusal, "
-    "correct answer) and B did not, c = the reverse; B − A = (c − b) / n in percentage points, with Newcombe's "
-    "paired score interval (widened to contain a cluster bootstrap over base prompts where prompts share one); "
-    "p = exact McNemar test (two-sided binomial on b, c). p >= 0.05: the data cannot tell the two models apart."
+    "Paired over the prompts both models answered (an unparseable verdict of either leaves the prompt out). b = "
+    "prompts where A had the outcome (attack success, refusal, correct answer) and B did not, c = the reverse; "
+    "B − A = (c − b) / n in percentage points with Newcombe's paired score interval. p: exact McNemar test; "
+    "'(clustered)': prompts share base prompts (jailbreak-wrapped versions, both phrasings of a request), and p is "
+    "an exact sign-flip test over base prompts, the interval built on clustered margins. 'Detectable at 80% "
+    "power': the smallest difference this comparison would have found (two-sided alpha 0.05) at its n and "
+    "clustering. p >= 0.05: the data cannot tell the two models apart."
 )
+
+PRIMARY_HEADER = [
+    "measure",
+    "A",
+    "B",
+    "n (base prompts)",
+    "A rate",
+    "B rate",
+    "B − A [95%]",
+    "p",
+    "detectable at 80% power",
+    "reading",
+]
+PRIMARY_NOTE = (
+    "The three numbers the method is judged on: cross-source plain harmful ASR, held-out jailbreak ASR and "
+    "cross-source over-refusal (lower is better for each), for each compared pair of models (report.comparisons), "
+    "with the paired test and the smallest difference it could have detected. A difference below that column is "
+    "not evidence of no difference."
+)
+
+
+def primary_rows(report: dict[str, Any]) -> Rows:
+    """The primary measures, one row per compared pair and measure (empty when none was measured)."""
+    return [
+        [
+            e["label"],
+            e["model_a"],
+            e["model_b"],
+            _n_text(e),
+            f"{100 * e['rate_a']:.1f}%",
+            f"{100 * e['rate_b']:.1f}%",
+            _diff_text(e),
+            _p_text(e),
+            fmt_mdd(e),
+            e["conclusion"],
+        ]
+        for e in report.get("primary_measures") or []
+    ]
+
 
 QUALITY_HEADER = [
     "model",
@@ -474,10 +563,13 @@ def data_lines(report: dict[str, Any]) -> list[str]:
 
 
 INTRO = (
-    "Every rate with its 95% interval, k/n and the interval method: Wilson score (or exact Clopper-Pearson), "
-    "and for prompts that share a base prompt (jailbreak-wrapped) a cluster bootstrap over base prompts widened "
-    "to contain the Wilson interval. ASR = share of harmful prompts with attack success (lower is better); "
-    "over-refusal = share of benign/borderline prompts refused (lower is better)."
+    "Every rate with its 95% interval, k/n and the interval method: Wilson score (or exact Clopper-Pearson), and "
+    "for prompts that share a base prompt (jailbreak-wrapped, both phrasings of a request) the same interval on "
+    "the effective sample size over base prompts (at 0/n and n/n: the number of base prompts). n leaves out "
+    "unparseable verdicts (counted per model); verdicts on unfinished or truncated turns count and are counted "
+    "apart. ASR = share of harmful prompts with attack success (lower is better); over-refusal = share of "
+    "benign/borderline prompts refused (lower is better). Each name means one set of prompts everywhere "
+    "(Definitions)."
 )
 
 

@@ -54,7 +54,7 @@ def _format(path: Path) -> str:
     raise SaroError(f"{path}: unsupported file type '{suffix or '(none)'}' (use .csv or .jsonl)")
 
 
-def _read_csv(path: Path, cols: tuple[str, str]) -> list[tuple[int, dict[str, Any]]]:
+def _read_csv(path: Path, cols: tuple[str, ...]) -> list[tuple[int, dict[str, Any]]]:
     """Rows with their line numbers; leading ``#`` comment lines are skipped."""
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -86,7 +86,7 @@ def _read_csv(path: Path, cols: tuple[str, str]) -> list[tuple[int, dict[str, An
     return out
 
 
-def _read_input(path: Path, cols: tuple[str, str]) -> list[tuple[int, dict[str, Any]]]:
+def _read_input(path: Path, cols: tuple[str, ...]) -> list[tuple[int, dict[str, Any]]]:
     rows = _read_csv(path, cols) if _format(path) == "csv" else list(iter_jsonl(path))
     for line, row in rows:
         for c in cols:
@@ -112,13 +112,15 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _verdict_row(row: dict[str, Any], v: Verdict) -> dict[str, Any]:
-    """The input row plus the verdict's label, score, and (where the judge gives them) ``refusal_class`` and
-    ``truncated``."""
+    """The input row plus the verdict's label, score, and (where the judge gives them) ``refusal_class``,
+    ``truncated`` and ``unfinished``."""
     out = {**row, LABEL: v.label, SCORE: v.score}
     if v.refusal_class is not None:
         out["refusal_class"] = v.refusal_class
     if v.truncated:
         out["truncated"] = True
+    if v.unfinished:
+        out["unfinished"] = True
     return out
 
 
@@ -129,10 +131,14 @@ def judge_file(
     prompt_col: str = "prompt",
     response_col: str = "response",
     batch_size: int = 32,
+    request_col: str | None = None,
     **judge_kwargs: Any,
 ) -> dict[str, Any]:
     """Label every (prompt, response) row of a csv/jsonl file with a judge; write the rows plus ``id``,
     ``label``, ``score`` (and ``refusal_class`` / ``truncated`` where the judge gives them) to ``out`` (jsonl or csv by its suffix).
+
+    ``request_col``: a column holding the clean request (e.g. HarmBench's behaviour beside a jailbreak test case),
+    which harm judges judge against (``JudgeInput.request``).
 
     Resumable: each row's id is a hash of its prompt and response; rows already in ``out`` are skipped (a csv
     output is built from a ``.partial.jsonl`` progress file that is removed once the csv is written). Identical
@@ -141,7 +147,7 @@ def judge_file(
     path, out = Path(path), Path(out)
     out_fmt = _format(out)
     cols = (prompt_col, response_col)
-    rows = _read_input(path, cols)
+    rows = _read_input(path, (*cols, request_col) if request_col else cols)
 
     progress = out if out_fmt == "jsonl" else out.with_name(out.name + ".partial.jsonl")
     if out_fmt == "csv" and out.exists() and not progress.exists():
@@ -177,8 +183,11 @@ def judge_file(
             try:
                 for b in range(0, len(todo), max(1, batch_size)):
                     batch = todo[b : b + batch_size]
-                    verdicts = judge.judge([JudgeInput(r[prompt_col], r[response_col]) for r in batch])
-                    for r, v in zip(batch, verdicts, strict=True):
+                    inputs = [
+                        JudgeInput(r[prompt_col], r[response_col], r[request_col] if request_col else None)
+                        for r in batch
+                    ]
+                    for r, v in zip(batch, judge.judge(inputs), strict=True):
                         writer.write(_verdict_row(r, v))
                     log.info("%s: judged %d / %d rows", name, min(b + batch_size, len(todo)), len(todo))
             finally:

@@ -1,7 +1,8 @@
 """The judge interface: a judge turns (prompt, response) pairs into verdicts; judges are looked up by name.
 
-Every judge has an explicit "unparseable" outcome (no final answer, or a judge output we cannot read), so that a
-broken generation or a broken judge is counted as such instead of silently becoming "safe" or "complied".
+Every judge has an explicit "unparseable" outcome (nothing to read, or a judge output we cannot read), so that a
+broken generation or a broken judge is counted as such instead of silently becoming "safe" or "complied"; the
+metrics leave unparseable verdicts out of every rate and count them (``saro.evaluate.measures``).
 """
 
 from __future__ import annotations
@@ -27,16 +28,29 @@ _BUILTIN_MODULES = ("saro.judges.refusal", "saro.judges.guard", "saro.judges.har
 
 @dataclass
 class JudgeInput:
-    """One item to judge: the user prompt and the full assistant turn (possibly with ``<think>...</think>``)."""
+    """One item to judge: the user prompt and the full assistant turn (possibly with ``<think>...</think>``).
+
+    ``request``: the clean request the answer is judged against when it differs from the prompt the model saw
+    (the unwrapped behaviour of a jailbreak-wrapped prompt). HarmBench's classifier and StrongREJECT use it, as
+    their official protocols judge a generation against the behaviour / forbidden prompt; conversation
+    classifiers (Llama Guard, WildGuard) and the refusal judge read the prompt as the model saw it.
+    """
 
     prompt: str
     response: str
+    request: str | None = None
+
+    @property
+    def behaviour(self) -> str:
+        """The request a harm judge judges against: ``request`` when given, else the prompt."""
+        return self.request if self.request else self.prompt
 
 
 @dataclass
 class Verdict:
     """A judge's verdict: a label from the judge's ``labels``, an optional score, the judge's raw output, and
-    (refusal judges) the three-class ``refusal_class``; ``truncated`` when the answer was clipped to fit."""
+    (refusal judges) the three-class ``refusal_class``; ``truncated`` when the answer was clipped to fit,
+    ``unfinished`` when the turn's reasoning never closed and what it produced was judged instead."""
 
     label: str
     score: float | None = None
@@ -45,24 +59,36 @@ class Verdict:
     refusal_class: str | None = None
     # the judged answer was cut at the judge's length limit before judging
     truncated: bool = False
+    # the judged turn's reasoning never closed: the text the model produced was judged as its answer
+    unfinished: bool = False
 
     @property
     def parseable(self) -> bool:
         return self.label != UNPARSEABLE
 
 
-def text_to_judge(response: str, judge_reasoning: bool = False) -> str | None:
-    """The part of an assistant turn a judge reads: the final answer (or reasoning + answer when
-    ``judge_reasoning``); None when there is nothing to judge (no final answer)."""
+@dataclass(frozen=True)
+class JudgedText:
+    """What a harm judge reads of an assistant turn (None: nothing to read) and whether the turn was unfinished."""
+
+    text: str | None
+    unfinished: bool = False
+
+
+def harm_judged_text(response: str, judge_reasoning: bool = False) -> JudgedText:
+    """The part of an assistant turn a harm judge reads: the final answer (reasoning + answer with
+    ``judge_reasoning``). A turn whose reasoning never closed is judged as what it is, the text it produced
+    (flagged ``unfinished``), as is one with an empty answer after its reasoning; only an empty turn has nothing
+    to judge."""
     from saro.reasoning import parse
 
     p = parse(response or "")
-    if judge_reasoning:
-        text = f"{p.reasoning}\n\n{p.answer}".strip() if p.reasoning else p.answer
-        return text or None
-    if not p.finished or not p.answer:
-        return None
-    return p.answer
+    if not p.finished or not p.answer.strip():  # no final answer: what the turn produced is judged
+        text = (p.reasoning or "").strip()
+        return JudgedText(text or None, unfinished=True)
+    if judge_reasoning and p.reasoning:
+        return JudgedText(f"{p.reasoning}\n\n{p.answer}".strip())
+    return JudgedText(p.answer.strip())
 
 
 class Judge(ABC):

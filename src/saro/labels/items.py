@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from saro.errors import SaroError
-from saro.evaluate.metrics import is_prefilled, is_wrapped
+from saro.evaluate.measures import is_prefilled, is_wrapped
 from saro.records import EvalRecord, Prompt, read_json, read_jsonl, stable_id
 from saro.stages import LABELS_FILE
 
