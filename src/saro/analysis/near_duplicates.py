@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 NGRAM_N = 3
 # Measured by bench/near_duplicate_thresholds.py: the lowest thresholds with at most 1% false positives on each kind
-# of known different request (tune half). On the test half: n-gram 0.67 finds 62/62 wrapped and 124/141 rephrased
+# of known different request (tune half). On the test half: n-gram 0.67 finds 62/62 wrapped and 123/141 rephrased
 # copies, no negative; cosine 0.73 finds 28/31 hand-verified twins and 141/141 rephrasings, and flags 1/94 contrast
 # halves, 0/14 look-alikes, 0/146 random pairs and 3/542 borderline prompts against 3,365 harmful ones.
 NGRAM_THRESHOLD = 0.67

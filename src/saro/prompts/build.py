@@ -56,6 +56,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "counts": {u: len(p) for u, p in out.items()},
         "dropped": stats["dropped"],
         "phrasing": stats["phrasing"],
+        "overlap": {k: v["overlap_requests"] for k, v in stats["suites"].items() if v["overlap_requests"]},
     }
 
 
