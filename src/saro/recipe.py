@@ -98,7 +98,9 @@ class PromptsConfig(Section):
         "error", description="malformed source rows: error, or skip and count"
     )
     dedup_threshold: float | None = Field(
-        None, description="also drop near-duplicates (MiniLM cosine >= this) across uses; None = exact only"
+        None,
+        description="also drop training prompts that near-duplicate an eval prompt (in any form: n-gram rule, or "
+        "MiniLM cosine >= this); None = equal ones only",
     )
     eval_suites: list[str | dict[str, Any]] = Field(
         default_factory=list,

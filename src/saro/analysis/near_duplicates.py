@@ -95,22 +95,24 @@ def ngram_containment(query: str, doc: str, n: int = NGRAM_N) -> float:
 def _ngram_pairs(
     queries: Sequence[str], corpus: Sequence[str], threshold: float
 ) -> dict[tuple[int, int], float]:
-    """(query, corpus) -> containment for every pair at or above the threshold, through an inverted index."""
+    """(query, corpus) -> containment for every pair at or above the threshold. The queries (eval requests, few)
+    are indexed and the corpus (training data, possibly whole hub datasets) is streamed, so memory stays small."""
     index: dict[tuple[str, ...], list[int]] = defaultdict(list)
-    for ci, text in enumerate(corpus):
-        for g in word_ngrams(text):
-            index[g].append(ci)
-    out: dict[tuple[int, int], float] = {}
+    sizes: dict[int, int] = {}
     for qi, text in enumerate(queries):
         grams = word_ngrams(text)
-        if not grams:
-            continue
+        if grams:
+            sizes[qi] = len(grams)
+            for g in grams:
+                index[g].append(qi)
+    out: dict[tuple[int, int], float] = {}
+    for ci, text in enumerate(corpus):
         hits: dict[int, int] = defaultdict(int)
-        for g in grams:
-            for ci in index.get(g, ()):
-                hits[ci] += 1
-        for ci, k in hits.items():
-            score = k / len(grams)
+        for g in word_ngrams(text):
+            for qi in index.get(g, ()):
+                hits[qi] += 1
+        for qi, k in hits.items():
+            score = k / sizes[qi]
             if score >= threshold:
                 out[(qi, ci)] = score
     return out
