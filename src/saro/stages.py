@@ -75,7 +75,9 @@ TABLE: tuple[Stage, ...] = (
         (),
         ("prompts", "synth_rw.teacher", *_G),
         (PROMPT_FILES, SUITE_FILES, POLICY_FILE),
-        code_version=2,  # phrasing, rephrase, cross_source, contrast and prefill entries; categories with a margin
+        code_version=3,  # 2: phrasing, rephrase, cross_source, contrast and prefill entries; categories with a
+        # margin. 3: cross-source by content (meta.overlap), dedup on every form, verb-noun phrasing, same-content
+        # rephrasing, per-suite stats
     ),
     Stage(
         "synth_rw",

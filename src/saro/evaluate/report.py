@@ -91,7 +91,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SUMMARY_HEADER", "build_report", "fmt_rate", "summary_rows", "write_report"]
 
-SCHEMA_VERSION = 5  # 5: primary measures, comparisons, clustered tests and MDD, verdicts, suites per rate; labels
+SCHEMA_VERSION = (
+    5  # 5: primary measures, comparisons, clustered tests and MDD, verdicts, suites per rate; labels
+)
 REPORT_KEYS = (
     "schema_version",
     "title",

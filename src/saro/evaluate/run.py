@@ -34,7 +34,7 @@ from saro.evaluate.recovery import recovery_metrics, turn_position
 from saro.judges.base import JudgeInput
 from saro.models.generate import SamplingParams
 from saro.policy import Policy
-from saro.prompts.suites import suite_sampling
+from saro.prompts.suites import suite_of, suite_sampling
 from saro.reasoning import parse
 from saro.recipe import BackendSpec, EvalConfig, EvalModel
 from saro.records import (
@@ -73,15 +73,6 @@ RECORD_META = (
 )
 PREFILL = "prefill"  # prompt meta: the opening of the assistant turn the model continues
 PYRIT_REFUSAL = ("pyrit", "pyrit/datasets/scorer_evals/refusal_scorer/refusal.csv")
-
-
-def suite_of(p: Prompt) -> str:
-    """The suite a prompt belongs to: its recipe ``suite`` or one derived from source and attack split."""
-    if p.meta.get("suite"):
-        return str(p.meta["suite"])
-    if p.attack:
-        return f"{p.source}-jailbreak-{p.meta.get('attack_split', 'attack')}"
-    return p.source
 
 
 def _safe_name(name: str) -> str:
