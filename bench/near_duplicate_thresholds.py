@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from saro.prompts.near_duplicates import COSINE_THRESHOLD, NGRAM_THRESHOLD, normalize_for_match, word_ngrams
 from saro.embeddings import embed
 from saro.prompts.attacks import wrap_prompt
+from saro.prompts.near_duplicates import COSINE_THRESHOLD, NGRAM_THRESHOLD, normalize_for_match, word_ngrams
 from saro.prompts.phrasing import classify, rephrase
 from saro.prompts.sources import RawPrompt, load_source
 from saro.records import Prompt
