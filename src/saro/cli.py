@@ -373,9 +373,14 @@ def serve(
     reasoning_budget: Annotated[int | None, typer.Option(help="Cap the thinking tokens.")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Requests batched together.")] = 8,
     model_name: Annotated[str | None, typer.Option(help="Model name served (default: folder name).")] = None,
+    batch_dir: Annotated[
+        str | None,
+        typer.Option(help="Batch API files and batches (kept across restarts; default: a temporary folder)."),
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """OpenAI-compatible API for a model: reasoning in reasoning (and reasoning_content), answer in content."""
+    """OpenAI-compatible API for a model: reasoning in reasoning (and reasoning_content), answer in content,
+    and the Batch API (/v1/files, /v1/batches)."""
     setup_logging(verbose)
     from saro.serve import serve as _serve
 
@@ -388,6 +393,7 @@ def serve(
         reasoning_budget=reasoning_budget,
         max_batch_size=max_batch_size,
         model_name=model_name,
+        batch_dir=batch_dir,
     )
 
 

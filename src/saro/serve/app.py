@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from saro.models.generate import Generator
+from saro.serve.batch_api import BatchAPI, install_batch_routes
 from saro.serve.batching import BatchEngine, Job
 from saro.serve.chat_api import ChatStream, chat_body, prepare_chat
 from saro.serve.completions import completion_body, completion_events, completion_task, prepare_completion
@@ -57,12 +59,15 @@ def create_app(
     context_length: int | None = None,
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
     dtype: str = "auto",
+    batch_dir: str | Path | None = None,
 ) -> FastAPI:
     """The OpenAI-compatible app for a model source (folder, "embedded", hub id) or a ready generator.
 
     ``tokenizer`` counts tokens for usage and limits (default: a copy of the generator's; without one, words are
     counted). ``context_length`` defaults to the model's ``max_position_embeddings``; ``max_prompt_tokens`` to
-    the context length. ``api_key`` defaults to ``$SARO_API_KEY``; empty means no check.
+    the context length. ``api_key`` defaults to ``$SARO_API_KEY``; empty means no check. ``batch_dir`` keeps the
+    Batch API's files and batches (a batch running at shutdown goes on at the next start); default: a temporary
+    folder for this server's life.
     """
     generator, name = _load(model, model_name, max_batch_size, dtype)
     tok = tokenizer
@@ -80,10 +85,12 @@ def create_app(
         default_max_tokens=default_max_tokens,
     )
     engine = BatchEngine(generator, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms)
+    batches = BatchAPI(batch_dir, settings, engine, tok)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.start()
+        await batches.start()
         log.info(
             "serving %s (batches of up to %d, reasoning %s%s, auth %s)",
             name,
@@ -95,13 +102,16 @@ def create_app(
         try:
             yield
         finally:
+            await batches.stop()
             engine.stop()
 
     app = FastAPI(title="saro", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine = engine
     app.state.settings = settings
+    app.state.batches = batches
     _install_handlers(app, settings)
     _install_routes(app, settings, engine, tok)
+    install_batch_routes(app, batches)
     return app
 
 
