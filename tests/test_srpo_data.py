@@ -111,12 +111,12 @@ def test_drift_answers_are_judged_and_only_compliant_complete_ones_are_used(tiny
     }
     sdir = _run(tmp_path, tiny_model_dir, samples, drift)
     pairs, base = _by(sdir), _by(sdir, "safety_dpo.jsonl")
+    for p in (refused, cut):
+        assert not any(pid == p.id for _, pid in pairs) and ("safety_dpo", p.id) not in base
     pp = pairs[("pp_cot", complied.id)]
     assert pp["meta"]["drift_source"] == "constructed" and pp["meta"]["drift_answer"] == "judged complied"
     assert parse(pp["rejected"][0]["content"]).answer == _complies(complied)
     assert base[("safety_dpo", complied.id)]["rejected"][0]["content"] == _complies(complied)
-    for p in (refused, cut):
-        assert not any(pid == p.id for _, pid in pairs) and ("safety_dpo", p.id) not in base
     # the benign prompt's drift answer is a refusal: it cannot be the answer of its chosen trajectory
     assert ("op_cot", benign.id) not in pairs
     for x in [*pairs.values(), *base.values()]:

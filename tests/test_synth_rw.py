@@ -410,8 +410,12 @@ def test_a_local_hf_teacher_also_samples_k_different_candidates(tiny_model_dir, 
     r = _benign_recipe(tiny_model_dir, tmp_path / "run", teacher, k=3, n=2)
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
     run_recipe(load_recipe(tmp_path / "r.yaml"), until="synth_rw")
+    texts: dict[str, set[str]] = {}
+    for c in read_rows(tmp_path / "run" / "synth_rw" / "candidates.jsonl"):
+        texts.setdefault(c["prompt_id"], set()).add(c["text"])
+    assert [len(t) for t in texts.values()] == [3, 3]  # was [1, 1]: three copies of one sample
     stats = read_json(tmp_path / "run" / "synth_rw" / "stats.json")
-    assert stats["distinct_candidates"]["mean_per_prompt"] == 3.0  # was 1.0: three copies of one sample
+    assert stats["distinct_candidates"]["mean_per_prompt"] == 3.0
 
 
 def _teacher_turn(answer: str, extra_step: str | None = None) -> str:
