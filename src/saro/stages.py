@@ -81,7 +81,8 @@ TABLE: tuple[Stage, ...] = (
         ("prompts",),
         ("synth_rw", *_G),
         (POLICY_FILE,),
-        code_version=2,  # content-naming, length-varied offline teacher; selection; srs_saving
+        code_version=3,  # k samples in one request (n=k); judged on the unwrapped request; truncated and
+        # label-citing candidates rejected; SRS by reasoning tokens; offline styles drawn per (prompt, sample)
     ),
     Stage(
         "train_sft",
@@ -98,7 +99,8 @@ TABLE: tuple[Stage, ...] = (
         ("prompts", "train_sft"),
         ("synth_srpo", "train_dpo.max_length", *_G),
         (POLICY_FILE,),
-        code_version=2,  # the offline teacher's reflections and drifts changed with it
+        code_version=3,  # judged on the unwrapped request; drift answers judged (only compliant ones used);
+        # truncated samples and teacher answers rejected; negation-aware step judge; prefix check
     ),
     Stage(
         "train_dpo",
