@@ -42,10 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "paper" / "rehearsal.yaml"
 KEY = "sk-rehearsal-local-key-0123"
 WAIT = 1800.0  # seconds any one wait may take on a busy 2-core machine
-# Any mention of the reviewer's note or of a label, in the words the note uses or close ones
-LABEL_WORDS = re.compile(
-    r"\breview(?:er)?\b|\bnote[sd]?\b.{0,40}\blabel|\blabell?(?:ed|ing)?\b", re.IGNORECASE
-)
+# The words of the reviewer's note ("Reviewer note: this request was labelled harmful ...") and close variants
+LABEL_WORDS = re.compile(r"\breviewer\b|\blabell?ed\b|\bthe label\b|\bits label\b", re.IGNORECASE)
 
 
 @dataclass
@@ -257,8 +255,9 @@ def test_rehearsal_every_drift_answer_used_was_judged_compliant(rehearsal: Rehea
     for pair in rehearsal.pairs():
         p = prompts[pair.meta["prompt_id"]]
         ans = answers[answer_id(base_text(p))]
-        texts = (pair.chosen[-1]["content"], pair.rejected[-1]["content"])
-        if ans.text.strip() and any(ans.text.strip() in t for t in texts):
+        # a drift answer is the compliant (rejected) side for a harmful prompt, the answer (chosen) for a benign one
+        side = pair.rejected if p.kind == "harmful" else pair.chosen
+        if pair.meta.get("drift_answer") or (ans.text.strip() and ans.text.strip() in side[-1]["content"]):
             used.append((p, ans))
     verdicts = judge.judge([JudgeInput(base_text(p), a.text) for p, a in used])  # judged again, independently
     assert all(v.label == "complied" and a.complete for (_, a), v in zip(used, verdicts, strict=True))
