@@ -60,6 +60,7 @@ class Rehearsal:
     client_alive_at_stop: bool
     seconds: dict[str, float] = field(default_factory=dict)
     load: dict[str, list[float]] = field(default_factory=dict)
+    runner: Any = None  # the SaroRun that continues the recipe
 
     def stage(self, name: str) -> Path:
         return self.run / name
@@ -86,6 +87,7 @@ def _k() -> int:
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
+    """The servers, and synth_rw run as a user would meet faults: SIGKILLed once, resumed, the teacher restarted."""
     tmp = tmp_path_factory.mktemp("rehearsal")
     t0, load0 = time.monotonic(), list(os.getloadavg())
     judge_model = build_tiny_model(
@@ -132,17 +134,26 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
         rc = proc.wait(WAIT)
         assert rc == 0, log.read_text(errors="replace")[-4000:]
         seconds["synth_rw"] = round(time.monotonic() - t, 1)
-
-        # C: the rest of the recipe
-        t = time.monotonic()
-        runner.finish(timeout=3 * WAIT)
-        seconds["rest"] = round(time.monotonic() - t, 1)
-        seconds["total"] = round(time.monotonic() - t0, 1)
-        yield Rehearsal(run, sets, teacher, judge, expected, killed_at, stopped_at, alive, seconds,
-                        {"start": load0, "end": list(os.getloadavg())})  # fmt: skip
+        r = Rehearsal(run, sets, teacher, judge, expected, killed_at, stopped_at, alive, seconds,
+                      {"start": load0, "end": list(os.getloadavg())})  # fmt: skip
+        r.runner = runner
+        yield r
     finally:
         teacher.stop()
         judge.stop()
+
+
+@pytest.fixture(scope="module")
+def pipeline(rehearsal: Rehearsal) -> Rehearsal:
+    """The rest of the recipe (train_sft ... report) on the same servers.
+
+    Slow, and not in `make test`: with the 135M teacher RIT-D is usually empty (its reasoning lacks the "Wait, ..."
+    reflection the format requires: 0 of 12 candidates passed in this version's run), and train_sft stops there
+    with a one-line error. The synthesis checks above run in `make test`."""
+    t = time.monotonic()
+    rehearsal.runner.finish(timeout=3 * WAIT)
+    rehearsal.seconds["rest"] = round(time.monotonic() - t, 1)
+    return rehearsal
 
 
 # ------------------------------------------------------------------------------------------- synthesis
@@ -208,14 +219,13 @@ def test_rehearsal_rit_d_keeps_the_shortest_passing_candidate_by_reasoning_token
         assert chosen in lengths and lengths[chosen] == min(lengths.values())
 
 
+def _cited(texts: list[str]) -> int:
+    return sum(1 for text in texts if LABEL_WORDS.search(parse(text).reasoning or ""))
+
+
 def test_rehearsal_no_kept_reasoning_mentions_the_label_cue(rehearsal: Rehearsal) -> None:
-    kept = [
-        ex.messages[-1]["content"]
-        for ex in read_jsonl(rehearsal.stage("synth_rw") / "rit_d.jsonl", SFTExample)
-    ]
-    kept += [p.chosen[-1]["content"] for p in rehearsal.pairs()]
-    cited = [i for i, text in enumerate(kept) if LABEL_WORDS.search(parse(text).reasoning or "")]
-    assert not cited, f"{len(cited)} kept texts refer to the label note"
+    rit = read_jsonl(rehearsal.stage("synth_rw") / "rit_d.jsonl", SFTExample)
+    assert not _cited([ex.messages[-1]["content"] for ex in rit]), "RIT-D reasoning refers to the label note"
 
 
 def test_rehearsal_truncated_teacher_answers_were_rejected(rehearsal: Rehearsal) -> None:
@@ -227,90 +237,12 @@ def test_rehearsal_truncated_teacher_answers_were_rejected(rehearsal: Rehearsal)
     assert all(c.status == "rejected" or c.id in rejected for c in cut)
     rit = read_jsonl(rehearsal.stage("synth_rw") / "rit_d.jsonl", SFTExample)
     assert not {ex.messages[-1]["content"] for ex in rit} & {c.text for c in cut}
-    # the SRPO teacher's answers (Batch API): an unfinished one is never a chosen or a correction
-    results = _batch_results(rehearsal)
-    unfinished = {r["text"].strip() for r in results if not r["finished"]}
-    texts = [m["content"] for p in rehearsal.pairs() for m in (p.chosen[-1], p.rejected[-1])]
-    assert not [t for t in texts for u in unfinished if u and u in t]
-
-
-def _batch_results(rehearsal: Rehearsal) -> list[dict[str, Any]]:
-    path = rehearsal.run / ".cache" / "requests" / "openai_batch" / "batch_results.jsonl"
-    return read_rows(path) if path.exists() else []
-
-
-# ---------------------------------------------------------------------------------------------------- SRPO
-
-
-def test_rehearsal_every_drift_answer_used_was_judged_compliant(rehearsal: Rehearsal) -> None:
-    sdir = rehearsal.stage("synth_srpo")
-    answers = {
-        r["id"]: Answer(r["text"], bool(r.get("finished", True)))
-        for r in read_rows(sdir / "drift_answers.jsonl")
-    }
-    prompts = {p.id: p for p in rehearsal.srpo_prompts()}
-    assert {answer_id(base_text(p)) for p in prompts.values()} <= set(answers)  # every one was asked and kept
-    judge = get_judge(load_recipe(RECIPE).synth_srpo.judge)  # type: ignore[union-attr]
-    used = []
-    for pair in rehearsal.pairs():
-        p = prompts[pair.meta["prompt_id"]]
-        ans = answers[answer_id(base_text(p))]
-        # a drift answer is the compliant (rejected) side for a harmful prompt, the answer (chosen) for a benign one
-        side = pair.rejected if p.kind == "harmful" else pair.chosen
-        if pair.meta.get("drift_answer") or (ans.text.strip() and ans.text.strip() in side[-1]["content"]):
-            used.append((p, ans))
-    verdicts = judge.judge([JudgeInput(base_text(p), a.text) for p, a in used])  # judged again, independently
-    assert all(v.label == "complied" and a.complete for (_, a), v in zip(used, verdicts, strict=True))
-    stats = json.loads((sdir / "stats.json").read_text())["drift_answers"]["by_kind"]
-    assert sum(sum(c.values()) for c in stats.values()) == len(
-        prompts
-    )  # each prompt's answer judged and counted
-
-
-def _shared_steps(a: str, b: str) -> list[str]:
-    sa, sb = parse(a).steps, parse(b).steps
-    out = []
-    for x, y in zip(sa, sb, strict=False):
-        if x != y:
-            break
-        out.append(x)
-    return out
-
-
-def test_rehearsal_no_pp_cot_chosen_keeps_a_compliant_shared_prefix(rehearsal: Rehearsal) -> None:
-    prompts = {p.id: p for p in rehearsal.srpo_prompts()}
-    for pair in rehearsal.pairs():
-        if pair.pair_type not in ("pp_cot", "early_late"):
-            continue
-        p = prompts[pair.meta["prompt_id"]]
-        wrong = "help" if p.kind == "harmful" else "refuse"
-        prefix = _shared_steps(pair.chosen[-1]["content"], pair.rejected[-1]["content"])
-        assert not [s for s in prefix if step_stance(s) == wrong], (pair.id, p.kind)
-
-
-# ------------------------------------------------------------------------------------- the whole recipe
-
-
-def test_rehearsal_ran_every_stage_through_the_local_services(rehearsal: Rehearsal) -> None:
-    manifest = json.loads((rehearsal.run / "manifest.json").read_text())
-    assert [s for s, st in manifest["stages"].items() if st.get("status") == "done"] == [
-        "prompts", "synth_rw", "train_sft", "synth_srpo", "train_dpo", "eval", "report"]  # fmt: skip
-    assert KEY not in json.dumps(manifest)  # the key is read from the environment, never written
-    assert (rehearsal.run / "train_sft" / "final").is_dir() and (
-        rehearsal.run / "train_dpo" / "final"
-    ).is_dir()
-    teacher_log = rehearsal.teacher.log_text()
-    assert re.search(r"batch \S+: completed", teacher_log)  # the SRPO teacher went through the Batch API
-    assert _batch_results(rehearsal)
-    assert "POST /v1/chat/completions 200" in rehearsal.judge.log_text()  # eval's LLM judge over HTTP
-    assert KEY not in teacher_log
 
 
 def _summary(r: Rehearsal) -> dict[str, Any]:
     rw = json.loads((r.stage("synth_rw") / "stats.json").read_text())
-    srpo = json.loads((r.stage("synth_srpo") / "stats.json").read_text())
     cut = sum(1 for c in r.candidates() if c.meta.get("finished") is False)
-    return {
+    out: dict[str, Any] = {
         "rw": {
             "prompts": rw["prompts"],
             "candidates": rw["candidates"],
@@ -322,13 +254,6 @@ def _summary(r: Rehearsal) -> dict[str, Any]:
             "truncated_candidates": cut,
             "srs": rw["shortest_rejection_sampling"],
         },
-        "srpo": {
-            "pairs_by_type": srpo["by_type"],
-            "safety_dpo_pairs": srpo["safety_dpo_pairs"],
-            "drift_answers": srpo["drift_answers"],
-            "dropped": srpo["dropped"],
-            "teacher_requests": srpo.get("teacher", {}).get("requests"),
-        },
         "faults": {
             "sigkill_at_candidates": r.killed_at,
             "teacher_stopped_at_candidates": r.stopped_at,
@@ -337,6 +262,16 @@ def _summary(r: Rehearsal) -> dict[str, Any]:
         "seconds": r.seconds,
         "loadavg": r.load,
     }
+    if (r.stage("synth_srpo") / "stats.json").exists():
+        srpo = json.loads((r.stage("synth_srpo") / "stats.json").read_text())
+        out["srpo"] = {
+            "pairs_by_type": srpo["by_type"],
+            "safety_dpo_pairs": srpo["safety_dpo_pairs"],
+            "drift_answers": srpo["drift_answers"],
+            "dropped": srpo["dropped"],
+            "teacher_requests": srpo.get("teacher", {}).get("requests"),
+        }
+    return out
 
 
 def test_rehearsal_reports_its_rates(rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]) -> None:
@@ -348,7 +283,82 @@ def test_rehearsal_reports_its_rates(rehearsal: Rehearsal, capsys: pytest.Captur
         print(
             f"\nrehearsal: RW candidates accepted {acc['k']}/{acc['n']} = {acc['rate']} "
             f"[{acc['lo']}, {acc['hi']}]; SRS saving {srs['srs_saving']} of reasoning tokens (n = {srs['n']}); "
-            f"rejections {dict(reasons)}; SRPO pairs {summary['srpo']['pairs_by_type']}; "
-            f"seconds {summary['seconds']}; load {summary['loadavg']}; {rehearsal.run / 'rehearsal.json'}"
+            f"rejections {dict(reasons)}; seconds {summary['seconds']}; load {summary['loadavg']}; "
+            f"{rehearsal.run / 'rehearsal.json'}"
         )
     assert acc["n"] == rehearsal.expected
+
+
+# ------------------------------------------------------------------------ the rest of the recipe (slow)
+
+
+def _batch_results(rehearsal: Rehearsal) -> list[dict[str, Any]]:
+    path = rehearsal.run / ".cache" / "requests" / "openai_batch" / "batch_results.jsonl"
+    return read_rows(path) if path.exists() else []
+
+
+@pytest.mark.slow
+def test_rehearsal_srpo_keeps_no_label_cue_and_no_unfinished_teacher_text(pipeline: Rehearsal) -> None:
+    pairs = pipeline.pairs()
+    assert not _cited([p.chosen[-1]["content"] for p in pairs]), "an SRPO chosen refers to the label note"
+    unfinished = {r["text"].strip() for r in _batch_results(pipeline) if not r["finished"]}
+    texts = [m["content"] for p in pairs for m in (p.chosen[-1], p.rejected[-1])]
+    assert not [t for t in texts for u in unfinished if u and u in t]  # a cut teacher answer is never trained
+
+
+@pytest.mark.slow
+def test_rehearsal_every_drift_answer_used_was_judged_compliant(pipeline: Rehearsal) -> None:
+    sdir = pipeline.stage("synth_srpo")
+    rows = read_rows(sdir / "drift_answers.jsonl")
+    answers = {r["id"]: Answer(r["text"], bool(r.get("finished", True))) for r in rows}
+    prompts = {p.id: p for p in pipeline.srpo_prompts()}
+    assert {answer_id(base_text(p)) for p in prompts.values()} <= set(answers)  # every one was asked and kept
+    judge = get_judge(load_recipe(RECIPE).synth_srpo.judge)  # type: ignore[union-attr]
+    used = []
+    for pair in pipeline.pairs():
+        p = prompts[pair.meta["prompt_id"]]
+        ans = answers[answer_id(base_text(p))]
+        # a drift answer is the compliant (rejected) side for a harmful prompt, the answer (chosen) for a benign one
+        side = pair.rejected if p.kind == "harmful" else pair.chosen
+        if pair.meta.get("drift_answer") or (ans.text.strip() and ans.text.strip() in side[-1]["content"]):
+            used.append((p, ans))
+    verdicts = judge.judge([JudgeInput(base_text(p), a.text) for p, a in used])  # judged again, independently
+    assert all(v.label == "complied" and a.complete for (_, a), v in zip(used, verdicts, strict=True))
+    counted = json.loads((sdir / "stats.json").read_text())["drift_answers"]["by_kind"]
+    assert sum(sum(c.values()) for c in counted.values()) == len(prompts)  # each answer judged and counted
+
+
+def _shared_steps(a: str, b: str) -> list[str]:
+    out = []
+    for x, y in zip(parse(a).steps, parse(b).steps, strict=False):
+        if x != y:
+            break
+        out.append(x)
+    return out
+
+
+@pytest.mark.slow
+def test_rehearsal_no_pp_cot_chosen_keeps_a_compliant_shared_prefix(pipeline: Rehearsal) -> None:
+    prompts = {p.id: p for p in pipeline.srpo_prompts()}
+    for pair in pipeline.pairs():
+        if pair.pair_type not in ("pp_cot", "early_late"):
+            continue
+        p = prompts[pair.meta["prompt_id"]]
+        wrong = "help" if p.kind == "harmful" else "refuse"
+        prefix = _shared_steps(pair.chosen[-1]["content"], pair.rejected[-1]["content"])
+        assert not [s for s in prefix if step_stance(s) == wrong], (pair.id, p.kind)
+
+
+@pytest.mark.slow
+def test_rehearsal_ran_every_stage_through_the_local_services(pipeline: Rehearsal) -> None:
+    manifest = json.loads((pipeline.run / "manifest.json").read_text())
+    done = [s for s, st in manifest["stages"].items() if st.get("status") == "done"]
+    assert done == ["prompts", "synth_rw", "train_sft", "synth_srpo", "train_dpo", "eval", "report"]
+    assert KEY not in json.dumps(manifest)  # the key is read from the environment, never written
+    assert (pipeline.run / "train_sft" / "final").is_dir() and (pipeline.run / "train_dpo" / "final").is_dir()
+    teacher_log = pipeline.teacher.log_text()
+    assert re.search(r"batch \S+: completed", teacher_log)  # the SRPO teacher went through the Batch API
+    assert _batch_results(pipeline)
+    assert "POST /v1/chat/completions 200" in pipeline.judge.log_text()  # eval's LLM judge over HTTP
+    assert KEY not in teacher_log
+    (pipeline.run / "rehearsal.json").write_text(json.dumps(_summary(pipeline), indent=2) + "\n")
