@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+LOCAL_BACKENDS = ("hf", "ct2", "vllm")  # backends that load a model folder in this process
+
 
 def backend_arguments(
     spec: BackendSpec,
@@ -31,10 +33,12 @@ def backend_arguments(
 ) -> dict[str, Any]:
     """The keyword arguments ``make_generator`` gets for ``spec`` (``model_path``: the resolved local model)."""
     kw: dict[str, Any] = {"backend": spec.backend}
-    if spec.backend in ("hf", "vllm") and not model_path:
+    if spec.backend in LOCAL_BACKENDS and not model_path:
         raise SaroError(f"a {spec.backend} backend needs a model (set `model:` in the recipe)")
     if spec.backend == "hf":
         kw.update(model=model_path, batch_size=spec.batch_size, dtype=dtype)
+    elif spec.backend == "ct2":
+        kw.update(model=model_path, batch_size=spec.batch_size, compute_type=spec.compute_type)
     elif spec.backend == "vllm":
         kw.update(
             model=model_path,
