@@ -134,7 +134,8 @@ class BackendSpec(Section):
     """A generation backend (teacher, policy sampler or model under evaluation)."""
 
     backend: Literal["offline", "hf", "ct2", "vllm", "openai", "openai_batch"] = Field(
-        "hf", description="hf (transformers), ct2 (CTranslate2 on the CPU), vllm, openai, openai_batch, offline"
+        "hf",
+        description="hf (transformers), ct2 (CTranslate2 on the CPU), vllm, openai, openai_batch, offline",
     )
     model: str | None = Field(
         None, description="model source, '@base', '@train_sft', or the served model name"

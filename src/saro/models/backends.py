@@ -89,3 +89,20 @@ def make_backend(
         raise SaroError("the offline teacher composes text itself; it is not a generation backend")
     kw = backend_arguments(spec, model_path=model_path, dtype=dtype, cache_dir=cache_dir, validate=validate)
     return make_generator(**kw)
+
+
+SERVE_BACKENDS = ("hf", "ct2")  # engines that run a model in this process, for saro serve and saro chat
+
+
+def local_generator(
+    source: str, backend: str = "hf", batch_size: int = 8, dtype: str = "auto", compute_type: str = "float32"
+) -> Generator:
+    """A generator that runs ``source`` (a folder, "embedded", a hub id) in this process: ``hf``
+    (transformers, ``dtype``) or ``ct2`` (CTranslate2, ``compute_type``)."""
+    if backend not in SERVE_BACKENDS:
+        raise SaroError(
+            f"unknown generation backend '{backend}' here (choose one of: {', '.join(SERVE_BACKENDS)})"
+        )
+    if backend == "ct2":
+        return make_generator("ct2", model=source, batch_size=batch_size, compute_type=compute_type)
+    return make_generator("hf", model=source, batch_size=batch_size, dtype=dtype)

@@ -142,6 +142,8 @@ class CT2Generator(Generator):
         self.sampling = ModelSampling.of(generation_config)
         self.end_ids = end_of_turn_ids(tokenizer, generation_config)
         self._warn_unmatched()
+        self.source: Path | None = None  # the transformers folder (for scoring_model)
+        self._scorer: Any = None
         self.engine: Any = None
         self._sampled = False  # its random generator was used: a seeded batch needs a fresh engine
         self._load()
@@ -169,7 +171,7 @@ class CT2Generator(Generator):
         except OSError:
             gen_config = None
         n = getattr(AutoConfig.from_pretrained(str(folder)), "max_position_embeddings", None)
-        return cls(
+        gen = cls(
             converted,
             load_tokenizer(str(folder), padding_side="left"),
             gen_config,
@@ -179,10 +181,23 @@ class CT2Generator(Generator):
             label=label or source,
             context_length=n if isinstance(n, int) and n > 0 else None,
         )
+        gen.source = folder
+        return gen
 
     def eos_ids(self) -> list[int]:
         """The token ids that end a turn (the same the HF backend stops on)."""
         return list(self.end_ids)
+
+    def scoring_model(self) -> Any:
+        """The transformers model (loaded on first use, float32), for token log-probabilities
+        (``/v1/completions``): CTranslate2 returns the chosen tokens' log-probs but no alternatives."""
+        if self._scorer is None:
+            if self.source is None:
+                raise SaroError("ct2: this generator was made from a converted folder; it cannot score text")
+            from saro.models.loading import load_model
+
+            self._scorer = load_model(str(self.source), dtype="float32", device="cpu").eval()
+        return self._scorer
 
     # ------------------------------------------------------------------------------------------ engine
 
@@ -279,6 +294,7 @@ class CT2Generator(Generator):
 
     def close(self) -> None:
         self.engine = None
+        self._scorer = None
 
     # ------------------------------------------------------------------------------------------ batches
 

@@ -123,6 +123,7 @@ def converted_model(source: str | Path, quantization: str = "float32") -> Path:
     folder = Path(source)
     if not (folder / "config.json").is_file():
         raise SaroError(f"{folder}: not a model folder (no config.json)")
+    _check_architecture(folder)
     root = ct2_root()
     root.mkdir(parents=True, exist_ok=True)
     key = cache_key(folder, quantization)
@@ -171,6 +172,24 @@ def _convert(folder: Path, out: Path, quantization: str) -> None:
                 "use backend: hf"
             ) from None
         raise
+
+
+def _check_architecture(folder: Path) -> None:
+    """Fail fast (before hashing the weights) on a configuration the converter has no loader for; the
+    converter's own error stays the authority for anything this does not catch."""
+    from ctranslate2.converters import transformers as converters
+    from transformers import AutoConfig
+
+    loaders = getattr(converters, "_MODEL_LOADERS", None)
+    try:
+        name = type(AutoConfig.from_pretrained(str(folder))).__name__
+    except (OSError, ValueError, KeyError) as e:
+        raise SaroError(f"{folder}: cannot read its config.json ({str(e).splitlines()[0]})") from None
+    if isinstance(loaders, dict) and name not in loaders:
+        raise SaroError(
+            f"{folder}: CTranslate2 cannot convert this model (architecture {_architecture(folder)}); "
+            "use backend: hf"
+        )
 
 
 def _architecture(folder: Path) -> str:

@@ -152,6 +152,10 @@ class HFGenerator(Generator):
         n = getattr(self.model.config, "max_position_embeddings", None)
         return int(n) if isinstance(n, int) and n > 0 else None
 
+    def scoring_model(self) -> Any:
+        """The transformers model, for token log-probabilities (``/v1/completions``)."""
+        return self.model
+
     def generate_batches(
         self, conversations: Sequence[Conversation], params: SamplingParams, description: str = "generating"
     ) -> Iterator[tuple[list[int], list[list[Generation]]]]:

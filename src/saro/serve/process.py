@@ -30,6 +30,8 @@ def serve(
     model_name: str | None = None,
     dtype: str = "auto",
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    backend: str = "hf",
+    compute_type: str = "float32",
 ) -> None:
     """Load ``model`` (folder, "embedded" or hub id) and serve it until interrupted (``saro serve``)."""
     if not logging.getLogger("saro").handlers:
@@ -52,6 +54,8 @@ def serve(
         max_prompt_tokens=max_prompt_tokens,
         default_max_tokens=default_max_tokens,
         dtype=dtype,
+        backend=backend,
+        compute_type=compute_type,
     )
     name = app.state.settings.model_name
     log.info("OpenAI-compatible API at http://%s:%d/v1 (model name '%s')", host, port, name)
