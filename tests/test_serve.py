@@ -77,9 +77,17 @@ def _no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SARO_API_KEY", raising=False)
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path) -> Iterator[BackgroundServer]:
-    app = create_app(str(tiny_model_dir), model_name="tiny", api_key="", batch_wait_ms=30, max_batch_size=8)
+@pytest.fixture(scope="module", params=["hf", "ct2"])
+def tiny(tiny_model_dir: Path, request: pytest.FixtureRequest) -> Iterator[BackgroundServer]:
+    """The tiny model served by each engine: every test on it runs on transformers and on CTranslate2."""
+    app = create_app(
+        str(tiny_model_dir),
+        model_name="tiny",
+        api_key="",
+        batch_wait_ms=30,
+        max_batch_size=8,
+        backend=request.param,
+    )
     with BackgroundServer(app) as srv:
         yield srv
 

@@ -98,7 +98,7 @@ TABLE: tuple[Stage, ...] = (
         ("prompts", "train_sft"),
         ("synth_srpo", "train_dpo.max_length", *_G),
         (POLICY_FILE,),
-        code_version=2,  # the offline teacher's reflections and drifts changed with it
+        code_version=3,  # sampling follows the model's generation config (top_k 50 unless it sets one)
     ),
     Stage(
         "train_dpo",
@@ -117,7 +117,7 @@ TABLE: tuple[Stage, ...] = (
         ("eval", "prompts.suite_info", *_G),
         (POLICY_FILE,),
         deps_from_models=True,
-        code_version=2,  # methods, prefilled turns, generalization / phrasing gap / recovery metrics
+        code_version=3,  # sampled suites follow the model's generation config (top_k 50 unless it sets one)
     ),
     Stage("report", "saro.evaluate.report", ("eval",), ("report", "seed"), code_version=2),
 )

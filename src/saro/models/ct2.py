@@ -129,7 +129,10 @@ class CT2Generator(Generator):
         threads: int | None = None,
         label: str | None = None,
         context_length: int | None = None,
+        source: Path | None = None,
     ) -> None:
+        """``model_dir``: a converted folder; ``source``: the transformers folder it was converted from (for
+        ``scoring_model``)."""
         if compute_type not in COMPUTE_TYPES:
             raise SaroError(f"ct2: unknown compute_type '{compute_type}' ({', '.join(COMPUTE_TYPES)})")
         self.model_dir = Path(model_dir)
@@ -142,7 +145,7 @@ class CT2Generator(Generator):
         self.sampling = ModelSampling.of(generation_config)
         self.end_ids = end_of_turn_ids(tokenizer, generation_config)
         self._warn_unmatched()
-        self.source: Path | None = None  # the transformers folder (for scoring_model)
+        self.source = source
         self._scorer: Any = None
         self.engine: Any = None
         self._sampled = False  # its random generator was used: a seeded batch needs a fresh engine
@@ -171,7 +174,7 @@ class CT2Generator(Generator):
         except OSError:
             gen_config = None
         n = getattr(AutoConfig.from_pretrained(str(folder)), "max_position_embeddings", None)
-        gen = cls(
+        return cls(
             converted,
             load_tokenizer(str(folder), padding_side="left"),
             gen_config,
@@ -180,9 +183,8 @@ class CT2Generator(Generator):
             threads=threads,
             label=label or source,
             context_length=n if isinstance(n, int) and n > 0 else None,
+            source=folder,
         )
-        gen.source = folder
-        return gen
 
     def eos_ids(self) -> list[int]:
         """The token ids that end a turn (the same the HF backend stops on)."""
@@ -222,13 +224,15 @@ class CT2Generator(Generator):
         self._sampled = True
 
     def _check_vocabulary(self) -> None:
-        """The converted vocabulary must be the tokenizer's, id for id (prompts are passed as token strings)."""
+        """The converted vocabulary must be the tokenizer's, id for id, over the tokenizer's ids (prompts are passed
+        as token strings; a model may pad its vocabulary past the tokenizer's)."""
         import json
 
         vocab = json.loads((self.model_dir / "vocabulary.json").read_text(encoding="utf-8"))
-        mine = self.tok.convert_ids_to_tokens(list(range(len(vocab))))
-        if mine != vocab:
-            bad = next(i for i, (a, b) in enumerate(zip(mine, vocab, strict=False)) if a != b)
+        n = min(len(vocab), len(self.tok))
+        mine = self.tok.convert_ids_to_tokens(list(range(n)))
+        bad = next((i for i in range(n) if mine[i] != vocab[i]), None)
+        if bad is not None:
             raise SaroError(f"{self.model_dir}: converted vocabulary differs from the tokenizer at id {bad}")
 
     def _warn_unmatched(self) -> None:
