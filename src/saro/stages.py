@@ -99,8 +99,9 @@ TABLE: tuple[Stage, ...] = (
         ("prompts", "train_sft"),
         ("synth_srpo", "train_dpo.max_length", *_G),
         (POLICY_FILE,),
-        code_version=3,  # judged on the unwrapped request; drift answers judged (only compliant ones used);
-        # truncated samples and teacher answers rejected; negation-aware step judge; prefix check
+        code_version=4,  # judged on the unwrapped request; drift answers judged (only compliant ones used);
+        # truncated samples and teacher answers rejected; negation-aware step judge; prefix check; sampling
+        # follows the model's generation config (top_k 50 unless it sets one)
     ),
     Stage(
         "train_dpo",
@@ -119,7 +120,7 @@ TABLE: tuple[Stage, ...] = (
         ("eval", "prompts.suite_info", *_G),
         (POLICY_FILE,),
         deps_from_models=True,
-        code_version=2,  # methods, prefilled turns, generalization / phrasing gap / recovery metrics
+        code_version=3,  # sampled suites follow the model's generation config (top_k 50 unless it sets one)
     ),
     Stage("report", "saro.evaluate.report", ("eval",), ("report", "seed"), code_version=2),
 )

@@ -30,19 +30,18 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _context_length(generator: Generator) -> int | None:
-    config = getattr(getattr(generator, "model", None), "config", None)
-    n = getattr(config, "max_position_embeddings", None)
+    n = getattr(generator, "context_length", None)
     return int(n) if isinstance(n, int) and n > 0 else None
 
 
 def _load(
-    model: str | Generator, model_name: str | None, batch_size: int, dtype: str
+    model: str | Generator, model_name: str | None, batch_size: int, engine: dict[str, str]
 ) -> tuple[Generator, str]:
-    if isinstance(model, str):
-        from saro.models.generate import HFGenerator
+    if not isinstance(model, str):
+        return model, model_name or getattr(model, "label", None) or "saro"
+    from saro.models.backends import local_generator
 
-        return HFGenerator.from_source(model, batch_size=batch_size, dtype=dtype), model_name or model
-    return model, model_name or getattr(model, "label", None) or "saro"
+    return local_generator(model, batch_size=batch_size, **engine), model_name or model
 
 
 def create_app(
@@ -60,16 +59,20 @@ def create_app(
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
     dtype: str = "auto",
     batch_dir: str | Path | None = None,
+    backend: str = "hf",
+    compute_type: str = "float32",
 ) -> FastAPI:
     """The OpenAI-compatible app for a model source (folder, "embedded", hub id) or a ready generator.
 
     ``tokenizer`` counts tokens for usage and limits (default: a copy of the generator's; without one, words are
     counted). ``context_length`` defaults to the model's ``max_position_embeddings``; ``max_prompt_tokens`` to
-    the context length. ``api_key`` defaults to ``$SARO_API_KEY``; empty means no check. ``batch_dir`` keeps the
-    Batch API's files and batches (a batch running at shutdown goes on at the next start); default: a temporary
-    folder for this server's life.
+    the context length. ``api_key`` defaults to ``$SARO_API_KEY``; empty means no check. ``backend`` picks the
+    engine for a model source: ``hf`` (transformers, ``dtype``) or ``ct2`` (CTranslate2, ``compute_type``).
+    ``batch_dir`` keeps the Batch API's files and batches (a batch running at shutdown goes on at the next
+    start); default: a temporary folder for this server's life.
     """
-    generator, name = _load(model, model_name, max_batch_size, dtype)
+    engine_args = {"backend": backend, "dtype": dtype, "compute_type": compute_type}
+    generator, name = _load(model, model_name, max_batch_size, engine_args)
     tok = tokenizer
     if tok is None and getattr(generator, "tok", None) is not None:
         # a copy for the event loop thread: the worker uses the generator's, and fast tokenizers are not shared

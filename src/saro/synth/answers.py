@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from saro.errors import SaroError
-from saro.models.backends import make_backend
+from saro.models.backends import LOCAL_BACKENDS, make_backend
 from saro.models.generate import Generator, SamplingParams
 from saro.reasoning import parse
 from saro.records import JsonlWriter, read_rows, stable_id
@@ -29,7 +29,7 @@ def stage_backend(
     ctx: StageContext, spec: BackendSpec, validate: Callable[[str], str | None] | None = None
 ) -> Generator:
     """The generator a stage uses for ``spec``: model references resolved, requests cached in the run folder."""
-    local = spec.backend in ("hf", "vllm")
+    local = spec.backend in LOCAL_BACKENDS
     return make_backend(
         spec,
         model_path=ctx.resolve_model(spec.model) if local else None,
