@@ -85,7 +85,8 @@ TABLE: tuple[Stage, ...] = (
         ("prompts",),
         ("synth_rw", *_G),
         (POLICY_FILE,),
-        code_version=2,  # content-naming, length-varied offline teacher; selection; srs_saving
+        code_version=3,  # k samples in one request (n=k); judged on the unwrapped request; truncated and
+        # label-citing candidates rejected; SRS by reasoning tokens; offline styles drawn per (prompt, sample)
     ),
     Stage(
         "train_sft",
@@ -102,7 +103,9 @@ TABLE: tuple[Stage, ...] = (
         ("prompts", "train_sft"),
         ("synth_srpo", "train_dpo.max_length", *_G),
         (POLICY_FILE,),
-        code_version=2,  # the offline teacher's reflections and drifts changed with it
+        code_version=4,  # judged on the unwrapped request; drift answers judged (only compliant ones used);
+        # truncated samples and teacher answers rejected; negation-aware step judge; prefix check; sampling
+        # follows the model's generation config (top_k 50 unless it sets one)
     ),
     Stage(
         "train_dpo",
@@ -121,7 +124,9 @@ TABLE: tuple[Stage, ...] = (
         ("eval", "prompts.suite_info", *_G),
         (POLICY_FILE,),
         deps_from_models=True,
-        code_version=3,  # 3: one denominator per name, clustered tests + MDD, verdict flags, clean judge request
+        # 3: one denominator, clustered tests + MDD, verdict flags, clean judge request;
+        # 4: sampled suites follow the model's generation config
+        code_version=4,
     ),
     Stage(
         "report",

@@ -32,6 +32,7 @@ from saro.evaluate.metrics import (
 from saro.evaluate.quality import REASONING_SUFFIX
 from saro.evaluate.recovery import recovery_metrics, turn_position
 from saro.judges.base import JudgeInput
+from saro.models.backends import LOCAL_BACKENDS
 from saro.models.generate import SamplingParams
 from saro.policy import Policy
 from saro.prompts.suites import suite_of, suite_sampling
@@ -249,9 +250,9 @@ def _strip_template(gen: Any, m: EvalModel, spec: BackendSpec, tok: Any) -> None
     """``template: stripped``: render the prompts without the chat template (the message texts only)."""
     if m.template != "stripped":
         return
-    if spec.backend != "hf" or not hasattr(gen, "tok"):
+    if spec.backend not in ("hf", "ct2") or not hasattr(gen, "tok"):
         raise SaroError(
-            f"eval model '{m.name}': template: stripped needs the hf backend (it has {spec.backend})"
+            f"eval model '{m.name}': template: stripped needs the hf or ct2 backend (it has {spec.backend})"
         )
     gen.tok.chat_template = STRIPPED_TEMPLATE
 
@@ -320,7 +321,7 @@ def generate_for_model(ctx: StageContext, cfg: EvalConfig, m: EvalModel, prompts
         check_prefill_template(m, spec, tok, todo)
         gen = make_backend(
             spec,
-            model_path=ctx.resolve_model(spec.model) if spec.backend in ("hf", "vllm") else None,
+            model_path=ctx.resolve_model(spec.model) if spec.backend in LOCAL_BACKENDS else None,
             dtype=ctx.recipe.model.dtype,
             cache_dir=ctx.run.root / ".cache" / "requests",
         )
@@ -397,7 +398,7 @@ def check_prefill_template(m: EvalModel, spec: BackendSpec, tok: Any, prompts: l
     """A suite that prefills the assistant turn needs a chat template to continue it (local models)."""
     from saro.models.templates import template_label
 
-    if spec.backend not in ("hf", "vllm"):
+    if spec.backend not in LOCAL_BACKENDS:
         return
     pre = next((p for p in prompts if _prefill(p)), None)
     if pre is not None and template_label(tok) == "none":
@@ -457,7 +458,7 @@ def template_of(ctx: StageContext, cfg: EvalConfig, m: EvalModel) -> str:
     spec = _spec(cfg, m)
     if m.template == "stripped":
         return "stripped (no chat template)"
-    if spec.backend not in ("hf", "vllm"):
+    if spec.backend not in LOCAL_BACKENDS:
         return "served"
     return template_label(load_tokenizer(ctx.resolve_model(spec.model)))
 
@@ -465,7 +466,7 @@ def template_of(ctx: StageContext, cfg: EvalConfig, m: EvalModel) -> str:
 def _tokenizer(ctx: StageContext, spec: BackendSpec, m: EvalModel) -> Any:
     from saro.models.loading import load_tokenizer
 
-    if spec.backend in ("hf", "vllm"):
+    if spec.backend in LOCAL_BACKENDS:
         return load_tokenizer(ctx.resolve_model(spec.model))
     return load_tokenizer(ctx.recipe.model.source)  # API models: counted with the recipe's tokenizer
 
