@@ -7,7 +7,8 @@ greedily, ``--max-new-tokens`` per prompt with no stop token (each side writes t
 threads, in batches of at most ``--batch-size``: plain ``generate`` and the HF backend sort the prompts by length
 and left-pad; the ct2 backend cuts its batches where prompt lengths spread (``saro.models.ct2``). After a warm-up
 the sides run in rotating order, ``--repeats`` times each; each side's time is its best run (the least disturbed by
-other jobs on the machine). Agreement: per prompt, whether a side's token ids equal ``generate``'s, and where they
+other jobs on the machine); the CPU seconds each side used (all its threads) are printed too, a measure that
+moves less with the machine's load. Agreement: per prompt, whether a side's token ids equal ``generate``'s, and where they
 first differ. ``--policy-prefix`` also times ct2 on policy_reasoning prompts (a long shared system prompt and
 exemplars) with and without the static prompt.
 
@@ -45,6 +46,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=2, help="timed runs of each side")
     p.add_argument("--threads", type=int, default=2, help="threads for every side")
     p.add_argument("--policy-prefix", action="store_true", help="also time ct2's static prompt")
+    p.add_argument(
+        "--stop", action="store_true", help="stop at the end-of-turn token as the stages do (rows end early)"
+    )
     p.add_argument(
         "--quick", action="store_true", help="tiny random model, a few prompts: checks the output only"
     )
@@ -97,9 +101,10 @@ class Recorder:
 
 
 def run_generate(
-    model: Any, tok: Any, prompts: list[str], batch: int, max_new: int
+    model: Any, tok: Any, prompts: list[str], batch: int, max_new: int, eos: list[int]
 ) -> dict[tuple, list[int]]:
-    """Plain ``model.generate``, greedy, no stop token, on length-sorted left-padded batches: new ids per prompt."""
+    """Plain ``model.generate``, greedy, on length-sorted left-padded batches: new ids per prompt (``eos``: the
+    stop tokens; none: every row writes ``max_new``)."""
     import torch
 
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -115,7 +120,7 @@ def run_generate(
             rec.generate(
                 **enc,
                 max_new_tokens=max_new,
-                eos_token_id=[],
+                eos_token_id=eos,
                 pad_token_id=tok.pad_token_id,
                 do_sample=False,
                 temperature=None,
@@ -141,13 +146,21 @@ def run_backend(gen: Any, convs: list[Any], max_new: int) -> dict[tuple, list[in
     return rec.ids
 
 
-def no_stop(gen: Any) -> Any:
-    """Make a saro backend write the full length (no end-of-turn stop), as the plain side does."""
+def no_stop(gen: Any, stop: bool = False) -> Any:
+    """Make a saro backend write the full length (no end-of-turn stop), as the plain side does (unless
+    ``stop``)."""
+    if stop:
+        return gen
     if hasattr(gen, "end_ids"):
         gen.end_ids = []
     else:
         gen.eos_ids = lambda: []
     return gen
+
+
+def cut(ids: dict[tuple, list[int]], eos: set[int]) -> dict[tuple, list[int]]:
+    """Each row up to its first stop token (what follows, generate's padding, is not output)."""
+    return {k: v[: next((j for j, t in enumerate(v) if t in eos), len(v))] for k, v in ids.items()}
 
 
 def agreement(want: dict[tuple, list[int]], got: dict[tuple, list[int]]) -> tuple[int, list[int]]:
@@ -212,42 +225,52 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(source, dtype="float32", device="cpu")
         tok = load_tokenizer(source, padding_side="left")
         backends = {
-            "hf": no_stop(HFGenerator(model, tok, batch_size=args.batch_size, label="bench")),
+            "hf": no_stop(HFGenerator(model, tok, batch_size=args.batch_size, label="bench"), args.stop),
             "ct2-float32": no_stop(
-                CT2Generator.from_source(source, args.batch_size, "float32", args.threads)
+                CT2Generator.from_source(source, args.batch_size, "float32", args.threads), args.stop
             ),
-            "ct2-int8": no_stop(CT2Generator.from_source(source, args.batch_size, "int8", args.threads)),
+            "ct2-int8": no_stop(
+                CT2Generator.from_source(source, args.batch_size, "int8", args.threads), args.stop
+            ),
         }
         convs = build_prompts(args.prompts)
         prompts = render_prompts(tok, convs)
+        eos = backends["hf"].eos_ids() if args.stop else []
         lengths = sorted(len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"])
         print(
             f"model {'tiny (saro.testing)' if args.quick else source}; threads {args.threads}; prompts "
             f"{len(prompts)} ({lengths[0]}-{lengths[-1]} tokens); batch {args.batch_size}; "
-            f"{args.max_new_tokens} new tokens, greedy, no stop token; CT2_USE_MKL={os.environ.get('CT2_USE_MKL')}",
+            f"{args.max_new_tokens} new tokens, greedy, {'stop at end of turn' if args.stop else 'no stop token'}; "
+            f"CT2_USE_MKL={os.environ.get('CT2_USE_MKL')}",
             flush=True,
         )
 
         def run(side: str, max_new: int) -> dict[tuple, list[int]]:
             if side == "generate":
-                return run_generate(model, tok, prompts, args.batch_size, max_new)
+                return run_generate(model, tok, prompts, args.batch_size, max_new, eos)
             return run_backend(backends[side], convs, max_new)
 
         for side in SIDES:  # warm-up
             run(side, 2)
         best = dict.fromkeys(SIDES, float("inf"))
+        cpu = dict.fromkeys(SIDES, float("inf"))
         ids: dict[str, dict[tuple, list[int]]] = {}
         for rep in range(args.repeats):
             for side in SIDES[rep % len(SIDES) :] + SIDES[: rep % len(SIDES)]:
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 ids[side] = run(side, args.max_new_tokens)
-                dt = time.perf_counter() - t
-                best[side] = min(best[side], dt)
-                print(f"run {rep + 1} {side:12s} {dt:7.2f} s", flush=True)
+                dt, dc = time.perf_counter() - t, time.process_time() - c
+                best[side], cpu[side] = min(best[side], dt), min(cpu[side], dc)
+                print(f"run {rep + 1} {side:12s} {dt:7.2f} s wall {dc:7.2f} s CPU", flush=True)
         extra = policy_prefix(source, 8, args.threads, 32) if args.policy_prefix else None
+    ids = {s: cut(v, set(eos)) for s, v in ids.items()}
     tokens = {s: sum(len(v) for v in ids[s].values()) for s in SIDES}
-    assert all(t == len(prompts) * args.max_new_tokens for t in tokens.values()), tokens  # the full length
+    if not args.stop:
+        assert all(t == len(prompts) * args.max_new_tokens for t in tokens.values()), (
+            tokens
+        )  # the full length
     rate = {s: tokens[s] / best[s] for s in SIDES}
+    per_cpu = {s: tokens[s] / cpu[s] for s in SIDES}
     for s in SIDES:
         same, first = agreement(ids["generate"], ids[s])
         where = ""
@@ -257,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(
             f"{s:12s} {rate[s]:7.1f} tokens/s  {rate[s] / rate['generate']:5.2f}x generate  "
+            f"({per_cpu[s]:.1f} tokens per CPU-second, {per_cpu[s] / per_cpu['generate']:.2f}x)  "
             f"greedy ids equal to generate on {same}/{len(prompts)} prompts{where}"
         )
     if extra:

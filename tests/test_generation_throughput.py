@@ -19,7 +19,8 @@ def test_quick_bench_prints_rates_agreement_and_ratio() -> None:
     assert float(lines[-1].split()[1]) > 0
     for side in ("generate", "hf", "ct2-float32", "ct2-int8"):
         assert re.search(
-            rf"^{side} +\d+\.\d tokens/s +\d+\.\d\dx generate +greedy ids equal to generate on \d/4",
+            rf"^{side} +\d+\.\d tokens/s +\d+\.\d\dx generate +\(\d+\.\d tokens per CPU-second, \d+\.\d\dx\) +"
+            r"greedy ids equal to generate on \d/4",
             out,
             re.M,
         )
