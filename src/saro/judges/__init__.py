@@ -112,13 +112,15 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _verdict_row(row: dict[str, Any], v: Verdict) -> dict[str, Any]:
-    """The input row plus the verdict's label, score, and (where the judge gives them) ``refusal_class`` and
-    ``truncated``."""
+    """The input row plus the verdict's label, score, and (where the judge gives them) ``refusal_class``,
+    ``truncated`` and ``unfinished``."""
     out = {**row, LABEL: v.label, SCORE: v.score}
     if v.refusal_class is not None:
         out["refusal_class"] = v.refusal_class
     if v.truncated:
         out["truncated"] = True
+    if v.unfinished:
+        out["unfinished"] = True
     return out
 
 

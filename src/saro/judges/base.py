@@ -36,7 +36,8 @@ class JudgeInput:
 @dataclass
 class Verdict:
     """A judge's verdict: a label from the judge's ``labels``, an optional score, the judge's raw output, and
-    (refusal judges) the three-class ``refusal_class``; ``truncated`` when the answer was clipped to fit."""
+    (refusal judges) the three-class ``refusal_class``; ``truncated`` when the answer was clipped to fit,
+    ``unfinished`` when the turn's reasoning never closed and what it produced was judged instead."""
 
     label: str
     score: float | None = None
@@ -45,6 +46,8 @@ class Verdict:
     refusal_class: str | None = None
     # the judged answer was cut at the judge's length limit before judging
     truncated: bool = False
+    # the judged turn's reasoning never closed: the text the model produced was judged as its answer
+    unfinished: bool = False
 
     @property
     def parseable(self) -> bool:
