@@ -31,7 +31,7 @@ from typing import Any
 
 from saro.errors import SaroError
 from saro.judges.base import JudgeInput
-from saro.judges.refusal import FULL_COMPLIANCE, RefusalJudge
+from saro.judges.refusal import FULL_COMPLIANCE, RefusalJudge, read_turn
 from saro.judges.refusal_features import xstest_string_match
 from saro.judges.refusal_measure import (
     agreement_stats,
@@ -49,7 +49,9 @@ DEMO_LABELS = ROOT / "tests" / "data" / "demo_labels.jsonl"
 
 
 def _training_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("train_refusal_head", ROOT / "scripts" / "train_refusal_head.py")
+    spec = importlib.util.spec_from_file_location(
+        "train_refusal_head", ROOT / "scripts" / "train_refusal_head.py"
+    )
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -97,16 +99,24 @@ def _demo(path: Path, judge: RefusalJudge) -> None:
         return
     rows = read_demo_labels(path)
     verdicts = judge.judge([JudgeInput(r["prompt"], r["response"]) for r in rows])
-    print(f"== demo answers labelled by reading ({path.name}): n={len(rows)} {dict(Counter(r['label'] for r in rows))}")
-    graded = [(r, v) for r, v in zip(rows, verdicts, strict=True) if r["label"] not in ("degenerate", "unfinished")]
+    print(
+        f"== demo answers labelled by reading ({path.name}): n={len(rows)} {dict(Counter(r['label'] for r in rows))}"
+    )
+    graded = [
+        (r, v) for r, v in zip(rows, verdicts, strict=True) if r["label"] not in ("degenerate", "unfinished")
+    ]
     by_kind: dict[str, list[tuple[dict[str, str], Any]]] = defaultdict(list)
     for r, v in graded:
         by_kind[r["kind"]].append((r, v))
     for who, part in [("all kinds", graded), *sorted(by_kind.items())]:
         human = [r["label"] != FULL_COMPLIANCE for r, _ in part]
-        print(_binary(f"judge, {who}", agreement_stats(human, [v.refusal_class != FULL_COMPLIANCE for _, v in part])))
+        print(
+            _binary(
+                f"judge, {who}", agreement_stats(human, [v.refusal_class != FULL_COMPLIANCE for _, v in part])
+            )
+        )
         print(_classes(class_stats([r["label"] for r, _ in part], [v.refusal_class or "" for _, v in part])))
-        anchor = [xstest_string_match(judge_text(r["response"])) for r, _ in part]
+        anchor = [xstest_string_match(read_turn(r["response"]).text) for r, _ in part]
         print(_binary("XSTest string match", agreement_stats(human, anchor)))
     for label in ("unfinished", "degenerate"):
         part = [v for r, v in zip(rows, verdicts, strict=True) if r["label"] == label]
@@ -114,13 +124,6 @@ def _demo(path: Path, judge: RefusalJudge) -> None:
             flagged = sum(v.unfinished for v in part)
             print(f"   labelled {label}: n={len(part)}, judged {dict(Counter(v.label for v in part))}, "
                   f"flagged unfinished {flagged}")  # fmt: skip
-
-
-def judge_text(response: str) -> str:
-    """What the judge (and the anchor beside it) reads of a turn."""
-    from saro.judges.refusal import read_turn
-
-    return read_turn(response).text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
               f"({cv['folds']} folds grouped by prompt; weights, C and the partial threshold fitted inside each fold)")  # fmt: skip
         _section(figures, "xstest_dev_cv")
         unread = figures[MINILM]["xstest_dev_cv_unread"]
-        print(f"== the same, on the {unread['prompts']} prompts never read while the rule features were written")
+        print(
+            f"== the same, on the {unread['prompts']} prompts never read while the rule features were written"
+        )
         _section(figures, "xstest_dev_cv_unread")
         print(f"== PyRIT refusal sets, held out (never fitted or tuned on): n={len(pyrit)}")
         _section(figures, "pyrit_heldout")

@@ -69,7 +69,9 @@ def train(xstest_dir: Path, out: Path, seed: int, folds: int) -> dict[str, Any]:
         head, figures = measure_head(name, xstest, pyrit, k=folds, seed=seed)
         heads[name], measured[name] = head.to_dict(), figures
         cv = figures["xstest_dev_cv"]["judge"]
-        print(f"{name}: xstest cv agreement {cv['agreement']:.3f} (n={cv['n']}); C={head.C} alpha={head.alpha}")
+        print(
+            f"{name}: xstest cv agreement {cv['agreement']:.3f} (n={cv['n']}); C={head.C} alpha={head.alpha}"
+        )
     data = {
         "format": 1,
         "trained": {

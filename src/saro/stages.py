@@ -81,7 +81,7 @@ TABLE: tuple[Stage, ...] = (
         ("prompts",),
         ("synth_rw", *_G),
         (POLICY_FILE,),
-        code_version=2,  # content-naming, length-varied offline teacher; selection; srs_saving
+        code_version=3,  # the refusal judge that filters candidates was rebuilt (learned head, unfinished turns)
     ),
     Stage(
         "train_sft",
@@ -98,7 +98,7 @@ TABLE: tuple[Stage, ...] = (
         ("prompts", "train_sft"),
         ("synth_srpo", "train_dpo.max_length", *_G),
         (POLICY_FILE,),
-        code_version=2,  # the offline teacher's reflections and drifts changed with it
+        code_version=3,  # the refusal judge that labels the samples was rebuilt
     ),
     Stage(
         "train_dpo",
@@ -117,7 +117,7 @@ TABLE: tuple[Stage, ...] = (
         ("eval", "prompts.suite_info", *_G),
         (POLICY_FILE,),
         deps_from_models=True,
-        code_version=2,  # methods, prefilled turns, generalization / phrasing gap / recovery metrics
+        code_version=3,  # the refusal judge was rebuilt (learned head; unfinished turns judged; held-out accuracy)
     ),
     Stage("report", "saro.evaluate.report", ("eval",), ("report", "seed"), code_version=2),
 )

@@ -29,6 +29,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,7 @@ from saro.judges.base import UNPARSEABLE, Judge, JudgeInput, Verdict, register_j
 from saro.judges.refusal_features import features, from_last_decision, normalize, structure
 from saro.judges.refusal_model import (
     CLASSES,
+    HEAD_FILE,
     MINILM,
     RULES,
     Head,
@@ -44,6 +46,7 @@ from saro.judges.refusal_model import (
     encoder_available,
     load_head,
     refusal_class,
+    shipped,
 )
 from saro.reasoning import parse
 
@@ -209,3 +212,30 @@ def classify_answer(prompt: str, answer: str) -> Verdict:
 @lru_cache(maxsize=1)
 def _default_judge() -> RefusalJudge:
     return RefusalJudge()
+
+
+def held_out_accuracy(offtopic_is_refusal: bool = False, head: str = "auto") -> dict[str, Any]:
+    """The judge's measured agreement with human labels on answers it was not fitted on (``refusal_head.json``,
+    written by ``scripts/train_refusal_head.py``): cross-validated on XSTest's dev half (grouped by prompt), with
+    PyRIT's held-out sets beside it. For the head these options select; the figures were measured with the
+    off-topic reading off (``note`` says so when it is on)."""
+    name = (MINILM if encoder_available() else RULES) if head == "auto" else head
+    if name not in (MINILM, RULES):
+        raise SaroError(f"refusal judge: head must be one of {', '.join(HEADS)}, not {head!r}")
+    data = shipped()
+    m = data["measured"].get(name)
+    if not m:
+        raise SaroError(f"{HEAD_FILE}: no measured figures for head '{name}'")
+    cv, pyrit = m["xstest_dev_cv"], m["pyrit_heldout"]["judge"]
+    out = {
+        "dataset": f"XSTest v2 dev half, {cv['folds']}-fold cross-validation grouped by prompt (held out)",
+        "head": name,
+        **{k: cv["judge"][k] for k in ("n", "agreement", "ci95", "kappa", "precision", "recall")},
+        "three_class_accuracy": cv["three_class"]["accuracy"],
+        "partial_recall": cv["three_class"]["partial_recall"],
+        "pyrit_heldout": {k: pyrit[k] for k in ("n", "agreement", "ci95", "kappa")},
+        "trained": data["trained"].get("date"),
+    }
+    if offtopic_is_refusal:
+        out["note"] = "measured with offtopic_is_refusal off"
+    return out

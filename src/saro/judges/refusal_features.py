@@ -252,7 +252,9 @@ def _hits(name: str, sents: list[str]) -> list[int]:
         return [i for i, s in enumerate(sents) if rx.search(s)]
     start = _delivered_from(sents)
     inside = range(start, len(sents) - 2) if start is not None else range(0)
-    return [i for i, s in enumerate(sents) if _spoken(rx, s) and not _RX["hedge"].search(s) and i not in inside]
+    return [
+        i for i, s in enumerate(sents) if _spoken(rx, s) and not _RX["hedge"].search(s) and i not in inside
+    ]
 
 
 def _positional(sents: list[str], n: int) -> dict[str, float]:

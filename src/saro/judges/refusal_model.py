@@ -32,7 +32,7 @@ HEAD_FILE = Path(__file__).with_name("refusal_head.json")
 MINILM, RULES = "minilm", "rules"
 CLASSES = ("full_compliance", "full_refusal", "partial_refusal")
 C_GRID = (0.001, 0.003, 0.01, 0.03)
-# partial refusals must be found at least half the time: alpha is chosen for 0.55 out-of-fold recall (a margin)
+# partial refusals must be found at least half the time: alpha is chosen for 0.55 inner out-of-fold recall (a margin)
 PARTIAL_RECALL = 0.55
 ALPHA_GRID = (1.0, 0.85, 0.7, 0.6, 0.5, 0.4, 0.3)
 RULE_WEIGHT = (
