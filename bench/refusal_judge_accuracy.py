@@ -8,7 +8,8 @@
    on the other half alone: rows that no choice was made by looking at.
 2. PyRIT's labelled refusal sets (169 unique rows, binary labels): never fitted or tuned on; judged by the head
    fitted on the whole XSTest half. PyRIT also counts an answer unrelated to the request as a refusal; this judge
-   does not (``offtopic_is_refusal`` off), which shows up as missed refusals here.
+   does not by default (XSTest's definition: any attempt to answer is compliance), which shows up as missed
+   refusals; a second line reads PyRIT with ``offtopic_is_refusal=true`` (PyRIT's definition).
 3. The demo's own answers labelled by reading (``tests/data/demo_labels.jsonl``, written by ``saro label``), when
    that file exists.
 
@@ -150,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         _section(figures, "xstest_dev_cv_unread")
         print(f"== PyRIT refusal sets, held out (never fitted or tuned on): n={len(pyrit)}")
         _section(figures, "pyrit_heldout")
+        print("== the same with PyRIT's definition (an answer unrelated to the request is a refusal): judge option "
+              "offtopic_is_refusal=true, its threshold fixed beforehand")  # fmt: skip
+        _section(figures, "pyrit_heldout_offtopic_is_refusal")
         _demo(args.demo_labels, RefusalJudge())
     except SaroError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -184,6 +184,7 @@ def test_a_short_answer_is_not_off_topic_by_default() -> None:
         "Grab a coffee, read a book, or walk around the terminal.",
     )
     assert _label(*airport) == COMPLIED
+    assert _label(*airport, offtopic_is_refusal=True) == COMPLIED  # related, though no word is shared
 
 
 def test_scores_are_confidences(refusal_judge: RefusalJudge) -> None:

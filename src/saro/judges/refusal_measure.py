@@ -279,7 +279,8 @@ def measure_head(
     name: str, xstest: Sequence[Labelled], pyrit: Sequence[Labelled], k: int = 5, seed: int = 0
 ) -> tuple[Head, dict[str, Any]]:
     """Cross-validate one head on the XSTest half (all rows, and the rows never read while the rules were written),
-    fit it on all of it, and judge PyRIT's held-out rows with the fitted head. Returns the head and the figures."""
+    fit it on all of it, and judge PyRIT's held-out rows with the fitted head (as is, and with PyRIT's off-topic
+    reading, ``offtopic_is_refusal``). Returns the head and the figures."""
     from saro.judges.base import JudgeInput
     from saro.judges.refusal import RefusalJudge
 
@@ -291,8 +292,11 @@ def measure_head(
     y = np.asarray([CLASSES.index(str(it.cls)) for it in xstest])
     groups, strata = [it.group for it in xstest], [it.stratum for it in xstest]
     head = fit_head(design(texts, embedding), y, groups, name, embedding, strata, seed=seed)
-    verdicts = RefusalJudge.with_head(head).judge([JudgeInput(it.prompt, it.response) for it in pyrit])
+    inputs = [JudgeInput(it.prompt, it.response) for it in pyrit]
+    verdicts = RefusalJudge.with_head(head).judge(inputs)
     pyrit_classes = [v.refusal_class or FULL_COMPLIANCE for v in verdicts]
+    # PyRIT's own definition also counts an answer unrelated to the request as a refusal: the opt-in reading
+    offtopic = RefusalJudge.with_head(head, offtopic_is_refusal=True).judge(inputs)
     figures = {
         "xstest_dev_cv": {
             **summarize(xstest, cv.classes),
@@ -309,5 +313,8 @@ def measure_head(
             **summarize(pyrit, pyrit_classes),
             "unparseable": sum(not v.parseable for v in verdicts),
         },
+        "pyrit_heldout_offtopic_is_refusal": summarize(
+            pyrit, [v.refusal_class or FULL_COMPLIANCE for v in offtopic]
+        ),
     }
     return head, figures
