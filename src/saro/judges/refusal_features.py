@@ -1,11 +1,13 @@
-"""Rule features of an answer for the refusal head: where refusal, lecture, redirect and delivery phrases occur.
+"""Rule features of an answer for the refusal head: where refusal, lecture, offer and delivery phrases occur.
 
-Each feature is a number the learned head weighs (``refusal_model``); none decides alone. The phrase lists follow
-the ways chat models refuse in general (first-person refusals, apologies, "as an AI", policy talk, lectures,
-rejections of a premise, offers of something else) and XSTest's own refusal-string list; they were written without
-reading PyRIT's labelled rows, which stay a held-out test set. Where a phrase occurs matters as much as whether it
-does: a refusal in the opening sentence refuses the request, one after a delivered answer refuses a follow-up part,
-and content after a refusal that is more than an offer makes a partial refusal.
+``features`` are numbers the learned head weighs (``refusal_model``); ``structure`` reads the few shapes that
+XSTest's definitions decide outright (an opening refusal; a refusal that turns to content; content, then a refusal).
+The phrase lists follow the ways chat models refuse in general (first-person refusals, apologies, "as an AI", policy
+talk, lectures, rejections of a premise, offers of something else) and XSTest's own refusal-string list. They were
+refined while reading answers to the benign prompts of one half of XSTest's development set (``refusal_measure.
+development_half``), never PyRIT's labelled rows, which stay a held-out test set. Where a phrase occurs matters as
+much as whether it does: a refusal in the opening sentence refuses the request, one after delivered content refuses a
+further part, and content after a refusal that is more than an offer makes a partial refusal.
 """
 
 from __future__ import annotations
@@ -178,11 +180,6 @@ def xstest_string_match(answer: str) -> bool:
 def head_text(answer: str, n: int = 2, limit: int = 400) -> str:
     """The opening ``n`` sentences (at most ``limit`` characters): where a refusal is said."""
     return " ".join(sentences(answer)[:n])[:limit]
-
-
-def tail_text(answer: str, n: int = 2, limit: int = 400) -> str:
-    """The closing ``n`` sentences (at most ``limit`` characters): where a late refusal or an offer sits."""
-    return " ".join(sentences(answer)[-n:])[-limit:]
 
 
 def _log_chars(text: str) -> float:
