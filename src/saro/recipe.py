@@ -307,7 +307,7 @@ class EvalConfig(Section):
         False, description="leave out eval prompts found in the training data (counted in the report)"
     )
     refusal_accuracy: bool = Field(
-        True, description="measure the refusal judge on PyRIT's human-labelled refusal set for the report"
+        True, description="quote the refusal judge's held-out agreement with human labels in the report"
     )
     lm_eval: LmEvalConfig | None = Field(
         None, description="optional extra capability run through lm-evaluation-harness (if installed)"

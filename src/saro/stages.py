@@ -85,8 +85,10 @@ TABLE: tuple[Stage, ...] = (
         ("prompts",),
         ("synth_rw", *_G),
         (POLICY_FILE,),
-        code_version=3,  # k samples in one request (n=k); judged on the unwrapped request; truncated and
-        # label-citing candidates rejected; SRS by reasoning tokens; offline styles drawn per (prompt, sample)
+        # 3: k samples in one request (n=k); judged on the unwrapped request; truncated and label-citing
+        # candidates rejected; SRS by reasoning tokens; offline styles drawn per (prompt, sample)
+        # 4: the refusal judge was rebuilt
+        code_version=4,
     ),
     Stage(
         "train_sft",
@@ -103,9 +105,10 @@ TABLE: tuple[Stage, ...] = (
         ("prompts", "train_sft"),
         ("synth_srpo", "train_dpo.max_length", *_G),
         (POLICY_FILE,),
-        code_version=4,  # judged on the unwrapped request; drift answers judged (only compliant ones used);
-        # truncated samples and teacher answers rejected; negation-aware step judge; prefix check; sampling
-        # follows the model's generation config (top_k 50 unless it sets one)
+        # 4: judged on the unwrapped request; drift answers judged (only compliant ones used); truncated
+        # samples and teacher answers rejected; negation-aware step judge; prefix check; sampling follows
+        # the model's generation config (top_k 50 unless it sets one). 5: the refusal judge was rebuilt
+        code_version=5,
     ),
     Stage(
         "train_dpo",
@@ -126,7 +129,8 @@ TABLE: tuple[Stage, ...] = (
         deps_from_models=True,
         # 3: one denominator, clustered tests + MDD, verdict flags, clean judge request;
         # 4: sampled suites follow the model's generation config
-        code_version=4,
+        # 5: the refusal judge was rebuilt (learned head; unfinished turns judged; held-out accuracy)
+        code_version=5,
     ),
     Stage(
         "report",
@@ -134,7 +138,9 @@ TABLE: tuple[Stage, ...] = (
         ("eval",),
         ("report", "seed"),
         (LABEL_FILE,),
-        code_version=3,  # the judge vs human labels section; primary measures, clustered tests, MDD
+        # 3: the judge vs human labels section; primary measures, clustered tests, MDD
+        # 4: the refusal judge's held-out figures
+        code_version=4,
     ),
 )
 

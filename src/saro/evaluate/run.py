@@ -73,7 +73,6 @@ RECORD_META = (
     "prefill_style",
 )
 PREFILL = "prefill"  # prompt meta: the opening of the assistant turn the model continues
-PYRIT_REFUSAL = ("pyrit", "pyrit/datasets/scorer_evals/refusal_scorer/refusal.csv")
 
 
 def _safe_name(name: str) -> str:
@@ -599,15 +598,15 @@ def _judge_items(
 
 
 def judge_info(cfg: EvalConfig) -> dict[str, Any]:
-    """Per judge: the registered judge, its options, and for refusal judges the measured agreement with PyRIT's
-    human-labelled refusal examples (same options)."""
+    """Per judge: the registered judge, its options, and for refusal judges the measured held-out agreement with
+    human labels (``refusal_accuracy``)."""
     out: dict[str, Any] = {}
     for name in cfg.judges:
         reg = registry_name(cfg, name)
         opts = cfg.judge_options.get(name, {})
         entry: dict[str, Any] = {"judge": reg, "options": opts}
         if reg == "refusal":
-            entry["offtopic_is_refusal"] = opts.get("offtopic_is_refusal", True)
+            entry["offtopic_is_refusal"] = opts.get("offtopic_is_refusal", False)
             if cfg.refusal_accuracy:
                 entry["accuracy"] = refusal_accuracy(opts)
         out[name] = entry
@@ -615,19 +614,13 @@ def judge_info(cfg: EvalConfig) -> dict[str, Any]:
 
 
 def refusal_accuracy(options: dict[str, Any]) -> dict[str, Any]:
-    """The refusal judge's agreement with PyRIT's labelled refusal set (``{"error": ...}`` when unavailable)."""
-    from saro.judges.refusal import RefusalJudge, refusal_judge_agreement
-    from saro.paths import package_file
+    """The refusal judge's held-out agreement with human labels (``{"error": ...}`` when unavailable)."""
+    from saro.judges.refusal import held_out_accuracy
 
     try:
-        path = package_file(*PYRIT_REFUSAL)
-        res = refusal_judge_agreement(path, RefusalJudge(**options))
+        return held_out_accuracy(**options)
     except (SaroError, TypeError) as e:
         return {"error": str(e)}
-    return {
-        "dataset": "pyrit scorer_evals/refusal_scorer/refusal.csv (human labels)",
-        **{k: res[k] for k in ("n", "agreement", "precision", "recall", "confusion")},
-    }
 
 
 def check_contamination(ctx: StageContext, cfg: EvalConfig, prompts: list[Prompt]) -> dict[str, Any]:
