@@ -451,7 +451,9 @@ def test_served_model_evaluated_through_the_openai_backend(tiny_model_dir, tmp_p
     r = read_json(tmp_path / "run" / "report.json")
     assert r["backends"] == {"local": "hf", "api": "openai"}
     api = r["summary"]["api"]
-    assert api["asr_harmful"]["rate"] == 1.0 and api["over_refusal"]["n"] == 2  # it answers everything
+    # every prompt scored (the verdicts are the refusal judge's on the fake server's content-free answers)
+    assert api["asr_harmful"]["n"] == 2 and api["over_refusal"]["n"] == 2
+    assert 0.0 <= api["asr_harmful"]["rate"] <= 1.0
     assert api["tokens"]["reasoning_mean"] > 0 and api["unfinished"]["rate"] == 0.0
 
 
