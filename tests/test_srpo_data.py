@@ -186,5 +186,7 @@ def test_the_paper_recipes_find_drifts_with_the_teacher_and_give_it_room_to_fini
     for path in paper:
         r = load_recipe(path)
         assert r.synth_srpo.step_judge == "teacher", path.name
+        if path.name == "rehearsal.yaml":  # the CPU rehearsal: a 135M teacher, sizes shrunk to fit make test
+            continue
         assert r.synth_srpo.teacher.max_new_tokens >= 1024, path.name  # truncated corrections are rejected
         assert r.synth_rw.teacher.max_new_tokens >= 1024 and r.synth_rw.k > 1, path.name
