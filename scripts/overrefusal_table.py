@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from saro.errors import SaroError
-from saro.evaluate.metrics import attack_success, refused
+from saro.evaluate.measures import attack_success, refused
 from saro.evaluate.paired import compare, fmt_p
 from saro.evaluate.run import gen_path
 from saro.prompts.sources import normalize

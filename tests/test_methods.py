@@ -466,7 +466,7 @@ def test_template_stripped_view_and_suite_subset(smollm_tokenizer):
     assert tok.chat_template == STRIPPED_TEMPLATE
     text = render_prompts(tok, [[{"role": "user", "content": "How do I kill a stuck process?"}]])[0]
     assert text == "How do I kill a stuck process?\n\n"
-    with pytest.raises(SaroError, match="needs the hf backend"):
+    with pytest.raises(SaroError, match="needs the hf or ct2 backend"):
         _strip_template(gen, m, BackendSpec(backend="openai", model="x"), tok)
     ps = [
         Prompt.make("x", "benign", "s", meta={"suite": "a"}),
