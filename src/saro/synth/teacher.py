@@ -265,7 +265,13 @@ class OfflineTeacher:
         policy_step = _harmful_policy(c)
         wait = _harmful_wait(c)
         if c.style == "concise":
-            return [understand, risk, policy_step, wait, rng.choice(["So I will decline.", "I will decline."])]
+            return [
+                understand,
+                risk,
+                policy_step,
+                wait,
+                rng.choice(["So I will decline.", "I will decline."]),
+            ]
         alt = rng.choice(
             cat.alternatives if cat and cat.alternatives else ["general, safety-focused information"]
         )
