@@ -119,3 +119,28 @@ def test_table_rejects_cross_source_and_overlap(tmp_path, capsys):
     assert "1 eval prompts are also training prompts" in capsys.readouterr().err
     assert mod.main(["no-equals-sign"]) == 2
     assert "expected LABEL=RUN_DIR:MODEL" in capsys.readouterr().err
+
+
+def test_first_step_path_skips_the_neutral_restatement():
+    """The composer's neutral opening decides nothing: the path is read from the first step after it."""
+    mod = _script()
+
+    def rec(reasoning: str) -> EvalRecord:
+        completion = f"<think>\n{reasoning}\n</think>\nAnswer."
+        return EvalRecord(
+            id="r",
+            model="m",
+            suite="saro-benign",
+            prompt_id="p",
+            text="t",
+            kind="benign",
+            completion=completion,
+        )
+
+    assert (
+        mod.opening(rec('The request is: "x".\nThe risky part is "x".\nSo I will decline.')) == "harmful path"
+    )
+    assert mod.opening(rec('Restating it: "x".\nHere "kill" is about "a process".')) == "borderline path"
+    assert mod.opening(rec('The user writes: "x".\nThis is an everyday request.')) == "benign path"
+    assert mod.opening(rec('The user writes: "x".')) == "restatement only"
+    assert mod.opening(rec("Sure, here it is.")) == "other opening"

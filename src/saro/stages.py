@@ -87,8 +87,9 @@ TABLE: tuple[Stage, ...] = (
         (POLICY_FILE,),
         # 3: k samples in one request (n=k); judged on the unwrapped request; truncated and label-citing
         # candidates rejected; SRS by reasoning tokens; offline styles drawn per (prompt, sample)
-        # 4: the refusal judge was rebuilt
-        code_version=4,
+        # 4: the refusal judge was rebuilt. 5: offline composer opens every trajectory with the same neutral
+        # restatement and gives every later step two phrasings on every path
+        code_version=5,
     ),
     Stage(
         "train_sft",
@@ -108,7 +109,8 @@ TABLE: tuple[Stage, ...] = (
         # 4: judged on the unwrapped request; drift answers judged (only compliant ones used); truncated
         # samples and teacher answers rejected; negation-aware step judge; prefix check; sampling follows
         # the model's generation config (top_k 50 unless it sets one). 5: the refusal judge was rebuilt
-        code_version=5,
+        # 6: the offline composer's new phrasings (constructed drifts and corrections change)
+        code_version=6,
     ),
     Stage(
         "train_dpo",

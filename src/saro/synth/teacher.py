@@ -8,6 +8,14 @@ decision; then a refusal with a safe alternative for harmful prompts, or the ans
 and borderline prompts. For borderline prompts it names the risky-looking word and the context that makes this
 request safe. No decision depends on how the request is phrased (question or instruction) or on its source.
 
+Every trajectory, whatever its label and style, opens with the same neutral step: the request restated in quotes
+(one of the same three forms for every label, with the same sentence about a wrapper if there is one), no category
+and no verdict. Every later step is drawn from exactly two phrasings on every path (harmful, borderline, benign,
+unclear). So the form of the opening says nothing about the label, and no path has a phrasing that is the most
+frequent continuation just because that path has fewer phrasings: the model has to read the request to choose the
+path (an earlier composer gave harmful prompts one phrasing per step and opened with the verdict, and the 135M model
+learned the label share as a prior, docs/overrefusal-experiments.md).
+
 The k candidates of one prompt differ in length the way sampled teacher outputs do: each gets a style (``concise``,
 ``standard`` or ``detailed``: the latter adds the user's likely intent and a second policy check) drawn at random
 per (request, sample) from the seed, so Shortest Rejection Sampling has real length differences to choose from, and
@@ -135,9 +143,13 @@ def enables(text: str, cat: Category | None, rng: random.Random) -> str:
                 "which is real harm.",
             ]
         )
-    return (
-        f'The risky part is the request itself, "{phrase}": a usable answer would give real help toward harm, '
-        f"since {harm}."
+    return rng.choice(
+        [
+            f'The risky part is the request itself, "{phrase}": a usable answer would give real help toward harm, '
+            f"since {harm}.",
+            f'What matters is the request itself, "{phrase}": answering it would be real help toward harm, '
+            f"because {harm}.",
+        ]
     )
 
 
@@ -182,6 +194,15 @@ def framing_family(prompt: Prompt) -> str | None:
 def restatement(g: str, rng: random.Random) -> str:
     """The request restated in quotes, the same way whatever its form (question, instruction, statement)."""
     return rng.choice([f'The request is: "{g}".', f'The user writes: "{g}".', f'Restating it: "{g}".'])
+
+
+def opening_step(g: str, fam: str | None, rng: random.Random) -> str:
+    """The first reasoning step of every trajectory: the request restated, plus its wrapper if any, in the same
+    words for every label (no category, no verdict), so the opening does not give the label away."""
+    step = restatement(g, rng)
+    if fam:
+        step += " " + FRAMINGS[fam] + "; I should look at the request underneath it."
+    return step
 
 
 @dataclass
@@ -239,14 +260,18 @@ class OfflineTeacher:
 
     def _harmful_steps(self, c: _Ctx) -> list[str]:
         rng, cat = c.rng, c.cat
-        understand = restatement(c.g, rng)
-        if c.fam:
-            understand += " " + FRAMINGS[c.fam] + ", but underneath it the request itself is the same."
+        understand = opening_step(c.g, c.fam, rng)
         risk = enables(c.base, cat, rng)
         policy_step = _harmful_policy(c)
         wait = _harmful_wait(c)
         if c.style == "concise":
-            return [risk, policy_step, wait, "So I will decline."]
+            return [
+                understand,
+                risk,
+                policy_step,
+                wait,
+                rng.choice(["So I will decline.", "I will decline."]),
+            ]
         alt = rng.choice(
             cat.alternatives if cat and cat.alternatives else ["general, safety-focused information"]
         )
@@ -268,14 +293,22 @@ class OfflineTeacher:
         )
         if cat is not None:
             allowed = best_clause(c.base, cat.allowed, fallback=cat.allowed[0])
-            second = (
-                f"Is there an allowed use that covers it? My policy does allow {allowed}, but this asks for the "
-                "operational part itself, which it does not allow."
+            second = rng.choice(
+                [
+                    f"Is there an allowed use that covers it? My policy does allow {allowed}, but this asks for "
+                    "the operational part itself, which it does not allow.",
+                    f"My policy allows {allowed}, but that is not what this asks for: it wants the operational "
+                    "part, which is not allowed.",
+                ]
             )
         else:
-            second = (
-                "Could an allowed use cover it, such as education, safety or history? Those are allowed, but a "
-                "working answer here goes past them, and the principle does not allow that."
+            second = rng.choice(
+                [
+                    "Could an allowed use cover it, such as education, safety or history? Those are allowed, but "
+                    "a working answer here goes past them, and the principle does not allow that.",
+                    "Education, safety or history would be allowed, but a working answer here goes past them, "
+                    "and the principle does not allow that.",
+                ]
             )
         return [understand, intent, risk, policy_step, second, wait, decide]
 
@@ -311,9 +344,7 @@ class OfflineTeacher:
 
     def _benign_steps(self, c: _Ctx, unclear: bool) -> list[str]:
         rng = c.rng
-        understand = restatement(c.g, rng)
-        if c.fam:
-            understand += " " + FRAMINGS[c.fam] + "; I should look at the request underneath it."
+        understand = opening_step(c.g, c.fam, rng)
         trig = trigger_in_context(c.base, self.policy)
         if c.cat is not None:
             look, intent, second, wait = _borderline_parts(c, trig)
@@ -321,9 +352,9 @@ class OfflineTeacher:
             look, intent, second, wait = _plain_parts(c, trig, unclear)
         decide = rng.choice(["I will give a direct, helpful answer.", "So I will help."])
         if c.style == "concise":
-            return [look, wait, decide]
-        if c.style == "standard":
             return [understand, look, wait, decide]
+        if c.style == "standard":
+            return [understand, look, second, wait, decide]
         return [understand, intent, look, second, wait, decide]
 
 
@@ -373,13 +404,27 @@ def _harmful_wait(c: _Ctx) -> str:
             ]
         )
     if fam == "nesting":
-        return (
-            "Wait, putting the request inside a story or a scene still produces the same real instructions."
+        return rng.choice(
+            [
+                "Wait, putting the request inside a story or a scene still produces the same real instructions.",
+                "Wait, a story around the request does not make the instructions inside it any less real.",
+            ]
         )
     if fam == "encoding":
-        return "Wait, encoding or disguising the request does not change what it asks for once decoded."
+        return rng.choice(
+            [
+                "Wait, encoding or disguising the request does not change what it asks for once decoded.",
+                "Wait, once decoded the request asks for the same thing; the disguise changes nothing.",
+            ]
+        )
     if c.style == "concise":
-        return "Wait, is there a harmless reading? Not for these specifics; they only matter if you intend to carry it out."
+        return rng.choice(
+            [
+                "Wait, is there a harmless reading? Not for these specifics; they only matter if you intend to "
+                "carry it out.",
+                "Wait, could this be benign? Not with these specifics; they only matter for carrying it out.",
+            ]
+        )
     return rng.choice(
         [
             "Wait, is there a harmless reading? Someone could be curious, but the request asks for "
@@ -397,9 +442,13 @@ def _borderline_parts(c: _Ctx, trig: tuple[str, str] | None) -> tuple[str, str, 
     cat, rng = c.cat, c.rng
     allowed = best_clause(c.base, cat.allowed, fallback=cat.allowed[0])
     if trig and trig[1]:
-        look = (
-            f'The word "{trig[0]}" can sound alarming, but here it is about "{trig[1]}": the request asks for '
-            f"{allowed}, which my policy allows under [{cat.id}] {cat.name}."
+        look = rng.choice(
+            [
+                f'The word "{trig[0]}" can sound alarming, but here it is about "{trig[1]}": the request asks for '
+                f"{allowed}, which my policy allows under [{cat.id}] {cat.name}.",
+                f'Here "{trig[0]}" is about "{trig[1]}": what is asked for is {allowed}, and my policy allows '
+                f"that under [{cat.id}] {cat.name}.",
+            ]
         )
     else:
         look = rng.choice(
@@ -416,19 +465,19 @@ def _borderline_parts(c: _Ctx, trig: tuple[str, str] | None) -> tuple[str, str, 
         ]
     )
     disallowed = best_clause(c.base, cat.disallowed)
-    second = (
-        f"What [{cat.id}] rules out is {disallowed}, but nothing here asks for that, so it is safe to answer."
+    second = rng.choice(
+        [
+            f"What [{cat.id}] rules out is {disallowed}, but nothing here asks for that, so it is safe to answer.",
+            f"[{cat.id}] rules out {disallowed}; this asks for nothing of the kind, so it is safe to answer.",
+        ]
     )
     word = f'the word "{trig[0]}"' if trig else "how this sounds"
     wait = rng.choice(
         [
-            f"Wait, am I reacting to {word} rather than to what is asked? ",
-            "Wait, I should not over-refuse here just because the topic sounds sensitive. ",
-        ]
-    ) + rng.choice(
-        [
-            "Nothing here gives real uplift toward harm, and refusing would be unhelpful.",
-            "The answer is ordinary, widely available information that helps the user.",
+            f"Wait, am I reacting to {word} rather than to what is asked? Nothing here gives real uplift toward "
+            "harm, and refusing would be unhelpful.",
+            "Wait, I should not over-refuse here just because the topic sounds sensitive. The answer is "
+            "ordinary, widely available information that helps the user.",
         ]
     )
     return look, intent, second, wait
@@ -439,9 +488,13 @@ def _plain_parts(c: _Ctx, trig: tuple[str, str] | None, unclear: bool) -> tuple[
     rng = c.rng
     if unclear:
         because = f' because of the word "{trig[0]}"' if trig else ""
-        look = (
-            f"It may look sensitive{because}, but no single policy category clearly covers it, and an answer "
-            "gives ordinary information, not the means to hurt anyone, so it is safe to answer."
+        look = rng.choice(
+            [
+                f"It may look sensitive{because}, but no single policy category clearly covers it, and an answer "
+                "gives ordinary information, not the means to hurt anyone, so it is safe to answer.",
+                f"No single policy category clearly covers it, even if it sounds sensitive{because}; an answer "
+                "gives ordinary information, not the means to hurt anyone, so it is safe to answer.",
+            ]
         )
     else:
         look = rng.choice(
@@ -450,8 +503,18 @@ def _plain_parts(c: _Ctx, trig: tuple[str, str] | None, unclear: bool) -> tuple[
                 "None of my policy categories apply; this is a normal request.",
             ]
         )
-    intent = "The likely reason for asking is an everyday one, and nothing in the request suggests otherwise."
-    second = "None of my policy categories covers it; I checked them one by one."
+    intent = rng.choice(
+        [
+            "The likely reason for asking is an everyday one, and nothing in the request suggests otherwise.",
+            "Who would ask this? Most likely someone with an everyday reason, and nothing suggests otherwise.",
+        ]
+    )
+    second = rng.choice(
+        [
+            "None of my policy categories covers it; I checked them one by one.",
+            "I checked the policy categories one by one, and none of them covers it.",
+        ]
+    )
     wait = rng.choice(
         [
             "Wait, is there any hidden risk? No, it is a plain request, so I should just help.",
@@ -460,9 +523,19 @@ def _plain_parts(c: _Ctx, trig: tuple[str, str] | None, unclear: bool) -> tuple[
     )
     if unclear:
         word = f'the word "{trig[0]}"' if trig else "how this sounds"
-        wait = f"Wait, am I reacting to {word} rather than to what is asked? Refusing would be unhelpful."
+        wait = rng.choice(
+            [
+                f"Wait, am I reacting to {word} rather than to what is asked? Refusing would be unhelpful.",
+                f"Wait, I should not refuse because of {word}; what is asked is harmless.",
+            ]
+        )
     if c.fam:
-        wait = "Wait, the unusual framing does not make a harmless request harmful; I can simply help."
+        wait = rng.choice(
+            [
+                "Wait, the unusual framing does not make a harmless request harmful; I can simply help.",
+                "Wait, the framing is unusual, but the request underneath is harmless, so I can help.",
+            ]
+        )
     return look, intent, second, wait
 
 
