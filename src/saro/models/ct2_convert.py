@@ -175,7 +175,8 @@ def _convert(folder: Path, out: Path, quantization: str) -> None:
                 "use backend: hf"
             ) from None
         raise _conversion_failed(folder, e) from None
-    except Exception as e:  # the converter reads a user's folder: a truncated weights file raises SafetensorError
+    # the converter reads a user's folder: a truncated weights file raises SafetensorError (an Exception)
+    except Exception as e:
         log.debug("conversion of %s failed", folder, exc_info=True)
         raise _conversion_failed(folder, e) from None
 
