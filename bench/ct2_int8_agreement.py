@@ -18,6 +18,7 @@ import argparse
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             prompts += [(kind, p.text) for p in load_source(name).prompts[: args.per_source]]
     convs = [[{"role": "user", "content": t}] for _, t in prompts]
-    ids, texts = {}, {}
+    ids, texts, speed = {}, {}, {}
     for ct in ("float32", "int8"):
         gen = CT2Generator.from_source(args.model, args.batch_size, ct, args.threads)
+        t0 = time.perf_counter()
         ids[ct], texts[ct] = answers(gen, convs, args.max_new_tokens)
+        secs = time.perf_counter() - t0
+        speed[ct] = (sum(len(v) for v in ids[ct].values()), secs)
         gen.close()
     keys = [tuple(x) for x in encode_prompts(gen.tok, render_prompts(gen.tok, convs))]
     judge = get_judge("refusal")
@@ -91,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         f"model {args.model}; {len(prompts)} prompts; greedy, {args.max_new_tokens} new tokens at most; "
         f"load {os.getloadavg()[0]:.2f}"
     )
+    for ct, (n_tok, secs) in speed.items():
+        print(f"{ct:8s} {n_tok} new tokens in {secs:.1f} s: {n_tok / secs:.1f} tokens/s")
+    f32, i8 = (speed[ct][0] / speed[ct][1] for ct in ("float32", "int8"))
+    print(f"int8 over float32 tokens/s: {i8 / f32:.2f}x (same run, sequentially)")
     for kind in (*SOURCES, "all"):
         rows = [i for i, (k, _) in enumerate(prompts) if kind in ("all", k)]
         same, first = agreement({keys[i]: ids["float32"][keys[i]] for i in rows}, ids["int8"])

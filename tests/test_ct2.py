@@ -300,3 +300,45 @@ def test_unconvertible_architecture_is_one_line_exit_2(
     for make in (lambda: local_generator(str(folder), "nope"), lambda: make_generator("nope", model="x")):
         with pytest.raises(SaroError, match="unknown generation backend 'nope'"):
             make()
+
+
+def test_broken_weights_entry_as_file_and_bad_compute_type(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder with a truncated weights file is one line naming it (the converter's SafetensorError is no
+    traceback), exit 2 through ``saro serve``; a cache entry that is a plain file is replaced; an unknown compute
+    type fails before any conversion."""
+    import shutil
+
+    monkeypatch.setenv("SARO_CACHE", str(tmp_path / "cache"))
+    calls = _count_conversions(monkeypatch)
+    with pytest.raises(SaroError, match="unknown compute_type 'int4'"):
+        CT2Generator.from_source(str(tiny_model_dir), compute_type="int4")
+    assert calls == []
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(SaroError, match=r"broken: CTranslate2 could not convert .*SafetensorError") as err:
+        ct2_convert.converted_model(broken)
+    assert "\n" not in str(err.value)
+    root = tmp_path / "cache" / "ct2"
+    assert not list(root.glob(".tmp-*")) and not [p for p in root.iterdir() if len(p.name) == 32]
+    env = {**os.environ, "SARO_CACHE": str(tmp_path / "cache")}
+    res = subprocess.run(
+        [sys.executable, "-m", "saro", "serve", str(broken), "--backend", "ct2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    lines = res.stderr.strip().splitlines()  # the log's "converting ..." line, then the error
+    assert res.returncode == 2 and [x for x in lines if "error" in x.lower()] == lines[-1:], res.stderr
+    assert "SafetensorError" in lines[-1] and "Traceback" not in res.stderr
+
+    entry = ct2_convert.converted_model(tiny_model_dir)
+    shutil.rmtree(entry)
+    entry.write_text("not a converted model")  # e.g. a file copied over the entry
+    assert ct2_convert.converted_model(tiny_model_dir) == entry and entry.is_dir()
+    assert ct2_convert.entry_is_valid(entry, entry.name)

@@ -71,6 +71,12 @@ class Row:
     text: str
 
 
+def check_compute_type(compute_type: str) -> None:
+    """A SaroError (one line, exit 2) for a compute type the backend does not offer."""
+    if compute_type not in COMPUTE_TYPES:
+        raise SaroError(f"ct2: unknown compute_type '{compute_type}' ({', '.join(COMPUTE_TYPES)})")
+
+
 def max_spread(max_new_tokens: int) -> int:
     """How many tokens the prompt lengths in one batch may differ by. CTranslate2 drops a row from the batch when
     it is done, and a longer row steps through its extra prompt tokens while the shorter rows generate, so up to
@@ -136,8 +142,7 @@ class CT2Generator(Generator):
     ) -> None:
         """``model_dir``: a converted folder; ``source``: the transformers folder it was converted from (for
         ``scoring_model``)."""
-        if compute_type not in COMPUTE_TYPES:
-            raise SaroError(f"ct2: unknown compute_type '{compute_type}' ({', '.join(COMPUTE_TYPES)})")
+        check_compute_type(compute_type)
         self.model_dir = Path(model_dir)
         self.tok = tokenizer
         self.batch_size = batch_size
@@ -170,6 +175,7 @@ class CT2Generator(Generator):
         from saro.models.ct2_convert import converted_model
         from saro.models.loading import load_tokenizer, local_folder
 
+        check_compute_type(compute_type)  # before a conversion, not after it
         folder = local_folder(source)
         converted = converted_model(folder, "int8" if compute_type == "int8" else "float32")
         try:

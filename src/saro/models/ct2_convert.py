@@ -131,9 +131,12 @@ def converted_model(source: str | Path, quantization: str = "float32") -> Path:
     with FileLock(str(root / f".{key}.lock")):
         if entry_is_valid(entry, key):
             return entry
-        if entry.exists():
+        if entry.exists() or entry.is_symlink():
             log.warning("ct2 cache entry %s is incomplete or corrupt: converting again", entry)
-            shutil.rmtree(entry)
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
         _build(folder, entry, key, quantization)
     return entry
 
@@ -171,7 +174,21 @@ def _convert(folder: Path, out: Path, quantization: str) -> None:
                 f"{folder}: CTranslate2 cannot convert this model (architecture {_architecture(folder)}); "
                 "use backend: hf"
             ) from None
-        raise
+        raise _conversion_failed(folder, e) from None
+    # the converter reads a user's folder: a truncated weights file raises SafetensorError (an Exception)
+    except Exception as e:
+        log.debug("conversion of %s failed", folder, exc_info=True)
+        raise _conversion_failed(folder, e) from None
+
+
+def _conversion_failed(folder: Path, e: Exception) -> SaroError:
+    """One line for a folder the converter has a loader for but fails on (a truncated weights file, mismatched
+    tensors): the converter's own message, first line only (-v logs the traceback)."""
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    return SaroError(
+        f"{folder}: CTranslate2 could not convert this model (architecture {_architecture(folder)}: "
+        f"{type(e).__name__}: {first}); use backend: hf"
+    )
 
 
 def _check_architecture(folder: Path) -> None:
