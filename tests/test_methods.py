@@ -344,13 +344,14 @@ def test_cli_unknown_method_exits_2(capsys, tmp_path):
 
 
 def test_generation_hash_follows_the_method(tmp_path):
-    from saro.pipeline import RunDir, StageContext
+    from saro.stage import RunDir, StageContext
 
     def h(method: str, **kw) -> str:
         r = build_recipe(StandaloneEval(models=["a=/models/a"], methods=[f"a={method}"], out=str(tmp_path)))
-        m = r.eval.models[0].model_copy(update=kw)
+        assert r.eval is not None
+        r.eval.models[0] = r.eval.models[0].model_copy(update=kw)
         ctx = StageContext(recipe=r, run=RunDir(tmp_path / "x"), stage="eval")
-        return R.generation_hash(ctx, r.eval, m)
+        return R.unit_hashes(ctx)["a"]
 
     hashes = {m: h(m) for m in M.METHODS}
     assert len(set(hashes.values())) == 4

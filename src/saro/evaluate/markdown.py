@@ -44,7 +44,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     if ov or report["analysis"].get("plots"):
         lines += ["## Embedding overlap", ""]
         lines += md_table(["measure", "value"], [[k, v] for k, v in t.flatten_scalars(ov or {})])
-        lines += [f"![{p}]({p})" for p in report["analysis"]["plots"]] + [""]
+        # plot paths are relative to the run folder; report.md is in its report/ folder
+        lines += [f"![{p}](../{p})" for p in report["analysis"]["plots"]] + [""]
     data = t.data_lines(report)
     if data:
         lines += ["## Data", "", *(f"- {x}" for x in data), ""]

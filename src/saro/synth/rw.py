@@ -58,7 +58,7 @@ _DECISION = re.compile(
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg: SynthRWConfig = ctx.config
     ctx.set_threads()
-    prompts = read_jsonl(ctx.require("prompts", "rw.jsonl"), Prompt)
+    prompts = ctx.records("prompts", "rw", Prompt)
     if cfg.teacher.backend == "offline":
         answers = _answers(ctx, cfg, prompts)
         _offline_candidates(ctx, cfg, prompts, answers)

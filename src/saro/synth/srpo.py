@@ -66,7 +66,7 @@ Judged = dict[str, list[tuple[Trajectory, str]]]  # prompt id -> (sample, outcom
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg: SynthSRPOConfig = ctx.config
     ctx.set_threads()
-    prompts = read_jsonl(ctx.require("prompts", "srpo.jsonl"), Prompt)
+    prompts = ctx.records("prompts", "srpo", Prompt)
     _sample_policy(ctx, cfg, prompts)
     drift_answers = _drift_answers(ctx, cfg, prompts)
     return build_pairs(ctx, cfg, prompts, drift_answers)
@@ -377,4 +377,4 @@ def _tokenizer(ctx: StageContext) -> Any:
 
 
 def _dpo_max_length(ctx: StageContext) -> int:
-    return int(ctx.setting("train_dpo.max_length"))  # declared; resolved with train_dpo's default
+    return ctx.setting("train_dpo.max_length", int)  # declared; resolved with train_dpo's default

@@ -14,7 +14,6 @@ adds an ``sft_mask`` that leaves out the token-level common prefix of the chosen
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -27,6 +26,7 @@ from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from saro.errors import SaroError
+from saro.fingerprint import file_digest, unit_hash
 from saro.records import CHOSEN, PROMPT, REJECTED, atomic_write_text
 from saro.train import checkpoints, dist, loading, metrics, save
 from saro.train.audit import audit_dpo, common_prefix
@@ -374,10 +374,9 @@ def _last_with(history: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 
 def _ref_key(cfg: SaroDPOConfig, train_file: Path, template: str | None, ref_source: str) -> str:
-    """What the reference log-probs depend on: data, reference weights, tokenisation, truncation, ld_alpha."""
-    payload = {
-        "data": loading.file_sha256(Path(train_file)),
-        "ref": loading.model_fingerprint(ref_source),
+    """The unit hash of the reference log-probs: the data, the reference weights, tokenisation, truncation, ld_alpha
+    and the precision they are computed in."""
+    settings = {
         "lora_base": cfg.use_lora and cfg.ref_model is None,
         "template": template,
         "max_length": cfg.max_length,
@@ -386,7 +385,8 @@ def _ref_key(cfg: SaroDPOConfig, train_file: Path, template: str | None, ref_sou
         "dtype": str(loading.training_dtype(cfg)),
         "bf16": cfg.bf16,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    inputs = {"data": file_digest(train_file), "ref": loading.model_fingerprint(ref_source)}
+    return unit_hash("reference log-probs", settings, inputs)
 
 
 def _write_ref_logps(
