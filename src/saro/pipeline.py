@@ -87,16 +87,6 @@ def stage_hashes(recipe: Recipe, upto: str | None = None) -> dict[str, str]:
     return {s: fp.hash for s, fp in fingerprint.fingerprints(recipe, upto).items()}
 
 
-def upstream_hashes(recipe: Recipe, stage: str, section: Any) -> list[str]:
-    """The hashes ``section`` of ``stage`` chains through, one per stage it reads.
-
-    A section that reads a model of a training stage chains through that model's unit hash (the main model's
-    when it names none), so adding a variant (SafetySFT, an ablation) does not redo what the main model feeds; a
-    section that names a variant (``@train_sft/safety_sft``) chains through that variant's."""
-    fps = fingerprint.fingerprints(recipe, stage)
-    return list(fingerprint.dep_hashes(recipe, stage, section, fps).values())
-
-
 def resolved_config(recipe: Recipe) -> dict[str, Any]:
     return mask_secrets(recipe.model_dump(mode="json"))
 

@@ -235,13 +235,6 @@ class StageContext(Generic[C]):
 
         return training_units(self._recipe, stage, fingerprints(self._recipe, stage))
 
-    def upstream_hashes(self, section: object) -> list[str]:
-        """The hashes a (unit's) section of this stage chains through, one per stage it reads."""
-        from saro.fingerprint import dep_hashes, fingerprints
-
-        fps = fingerprints(self._recipe, self.stage)
-        return list(dep_hashes(self._recipe, self.stage, section, fps).values())
-
     # ------------------------------------------------------------------------------------------------ files
 
     @property
