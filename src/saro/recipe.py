@@ -61,7 +61,9 @@ class PromptEntry(Section):
         False, description="eval only: every request in both forms (original and rephrased), same base_id"
     )
     cross_source: bool | None = Field(
-        None, description="eval only: source not trained on (None = computed; True is checked)"
+        None,
+        description="eval only: source not trained on (None = computed; True is checked); either way, prompts "
+        "that near-duplicate a training prompt or a training source's row are marked in-source one by one",
     )
     prefill: bool = Field(
         False, description="eval only: open the assistant turn with a drifting or over-cautious prefill"
@@ -93,7 +95,9 @@ class PromptsConfig(Section):
         "error", description="malformed source rows: error, or skip and count"
     )
     dedup_threshold: float | None = Field(
-        None, description="also drop near-duplicates (MiniLM cosine >= this) across uses; None = exact only"
+        None,
+        description="also drop training prompts that near-duplicate an eval prompt (in any form: n-gram rule, or "
+        "MiniLM cosine >= this); None = equal ones only",
     )
     eval_suites: list[str | dict[str, Any]] = Field(
         default_factory=list,

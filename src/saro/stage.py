@@ -46,6 +46,9 @@ def unit_folder(unit: str) -> str:
 class RunFiles(Protocol):
     """Where the outputs of a run's stages are: a stage's context (declared outputs only) or the run folder."""
 
+    @property
+    def root(self) -> Path: ...
+
     def input(self, stage: str, output: str, unit: str | None = None) -> Path: ...
 
     def find(self, stage: str, output: str, unit: str | None = None) -> Path | None: ...
@@ -163,6 +166,11 @@ class StageContext(Generic[C]):
         return f"stage {self.stage} of {self.run.root}"
 
     @property
+    def root(self) -> Path:
+        """The run folder."""
+        return self.run.root
+
+    @property
     def recipe(self) -> RecipeView:
         return RecipeView(self._recipe, self.stage)
 
@@ -176,12 +184,22 @@ class StageContext(Generic[C]):
 
     def setting(self, key: str, kind: type[T]) -> T:
         """A declared setting resolved with its defaults (``train_dpo.max_length``), validated as ``kind``."""
+        value = self.setting_or_none(key, kind)
+        if value is None:
+            raise SaroError(f"stage '{self.stage}' needs {key}, which the recipe leaves unset")
+        return value
+
+    def setting_or_none(self, key: str, kind: type[T]) -> T | None:
+        """A declared setting as ``setting``, or None where the recipe leaves it unset (its section absent)."""
         if key not in self.row.sections:
             raise SaroError(f"stage '{self.stage}' reads {key} without declaring it (saro.stages)")
         from saro.fingerprint import setting
 
+        value = setting(self._recipe, key)
+        if value is None:
+            return None
         try:
-            return TypeAdapter(kind).validate_python(setting(self._recipe, key))
+            return TypeAdapter(kind).validate_python(value)
         except ValidationError as e:
             raise SaroError(f"{key}: {e.errors()[0]['msg']}") from None
 

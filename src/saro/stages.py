@@ -194,7 +194,9 @@ TABLE: tuple[Stage, ...] = (
             STATS,
         ),
         inputs=(PROMPT_FILES, SUITE_FILES, POLICY_FILE),
-        code_version=2,  # phrasing, rephrase, cross_source, contrast and prefill entries; categories with a margin
+        code_version=3,  # 2: phrasing, rephrase, cross_source, contrast and prefill entries; categories with a
+        # margin. 3: cross-source by content (meta.overlap), dedup on every form, verb-noun phrasing, same-content
+        # rephrasing, per-suite stats
         always=True,
     ),
     Stage(

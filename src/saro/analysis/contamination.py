@@ -1,40 +1,45 @@
 """Contamination check: are eval prompts in the training data of the models being compared?
 
-Every eval prompt (its unwrapped text, for jailbreak-wrapped prompts) is compared with every training prompt of the
-runs behind the evaluated models (``prompts/{rw,srpo}.jsonl``, ``synth_rw/{rit_d,safety_sft}.jsonl``,
-``synth_srpo/{pairs,safety_dpo}.jsonl``) and with any other training files given (jsonl, json or csv holding
-``messages``, ``prompt``, ``text`` or a similar column):
+Every eval prompt, in every form of its request (its text, or the request a jailbreak wraps, and the text a
+rephrasing replaced), is compared with every training prompt of the runs behind the evaluated models
+(``prompts/{rw,srpo}.jsonl``, ``synth_rw/{rit_d,safety_sft}.jsonl``, ``synth_srpo/{pairs,safety_dpo}.jsonl``) and
+with any other training files given (jsonl, json or csv holding ``messages``, ``prompt``, ``text`` or a similar
+column), in every form too (a Prompt record's ``meta.base_text`` and ``meta.original_text`` count), by the rules of
+``saro.prompts.near_duplicates``:
 
 - exact: equal after normalisation (case, punctuation and whitespace ignored);
-- near-duplicate: MiniLM cosine similarity at or above a threshold (``eval.contamination_threshold``).
+- near-duplicate: word 3-gram containment at or above the measured threshold, or MiniLM cosine at or above
+  ``eval.contamination_threshold``.
 
 Findings are counts per suite, the ids of the eval prompts found (``eval_ids``; a jailbreak-wrapped prompt is
-found by its unwrapped ``base_id``) and examples that name the eval prompt id, the training file and line and the
-similarity; a harmful prompt's text is redacted in the examples (benign ones show an excerpt).
+found by its unwrapped ``base_id``) and examples that name the eval prompt id, the training file and line, the rule
+and its score; a harmful prompt's text is redacted in the examples (benign ones show an excerpt).
 ``check_cross_source`` turns a finding in a suite marked cross-source into an error naming the suite.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from saro.prompts.near_duplicates import (
+    NGRAM_THRESHOLD,
+    Match,
+    Rules,
+    best_match,
+    find_near_duplicates,
+    normalize_for_match,
+    request_forms,
+)
 from saro.records import Prompt
+from saro.stage import RunDir, RunFiles
+from saro.stages import TRAINING_DATA
 
 log = logging.getLogger(__name__)
 
-RUN_TRAINING_FILES = (
-    "prompts/rw.jsonl",
-    "prompts/srpo.jsonl",
-    "synth_rw/rit_d.jsonl",
-    "synth_rw/safety_sft.jsonl",
-    "synth_srpo/pairs.jsonl",
-    "synth_srpo/safety_dpo.jsonl",
-)
 TEXT_KEYS = ("text", "instruction", "question", "query", "goal", "forbidden_prompt", "Behavior", "behavior")
 EXCERPT_CHARS = 160
 
@@ -59,11 +64,6 @@ class EvalText:
     source_id: str | None = None
 
 
-def normalize_for_match(text: str) -> str:
-    """Lowercase, punctuation dropped, whitespace collapsed: the form compared for exact duplicates."""
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
-
-
 def redact(text: str, kind: str, show_unsafe: bool = False, limit: int = EXCERPT_CHARS) -> str:
     """An excerpt for reports: a harmful prompt's text is replaced by a marker unless ``show_unsafe``."""
     if kind == "harmful" and not show_unsafe:
@@ -84,10 +84,12 @@ def run_dir_of(model: str | Path) -> Path | None:
     return None
 
 
-def training_files(run_dir: str | Path) -> list[Path]:
-    """The training-data files a run has (prompt sets and the synthesised SFT / preference data)."""
-    root = Path(run_dir)
-    return [root / f for f in RUN_TRAINING_FILES if (root / f).is_file()]
+def training_files(run: RunFiles | str | Path) -> list[Path]:
+    """The training-data files a run has (``saro.stages.TRAINING_DATA``: the prompt sets and the synthesised SFT /
+    preference data), read through ``run``: the eval stage's context, or a run folder."""
+    files = RunDir(run) if isinstance(run, str | Path) else run
+    found = (files.find(*ref.split(".", 1)) for ref in TRAINING_DATA)
+    return [p for p in found if p is not None and p.is_file()]
 
 
 def _user_turns(messages: Any) -> list[str]:
@@ -115,8 +117,9 @@ def prompts_of_row(row: dict[str, Any]) -> list[str]:
                 out.append(row[k])
                 break
     meta = row.get("meta")
-    if isinstance(meta, dict) and isinstance(meta.get("base_text"), str):
-        out.append(meta["base_text"])  # a wrapped training prompt also counts by the request it wraps
+    if isinstance(meta, dict):
+        # a wrapped training prompt also counts by the request it wraps, a rephrased one by its original text
+        out += [meta[k] for k in ("base_text", "original_text") if isinstance(meta.get(k), str)]
     return [t for t in dict.fromkeys(out) if t.strip()]
 
 
@@ -136,23 +139,23 @@ def read_training_texts(path: str | Path) -> list[TrainText]:
     return out
 
 
-def _suite_and_key(p: Prompt) -> tuple[str, tuple[str, str]]:
-    """The suite an eval prompt is counted in and the (suite, normalised unwrapped text) it is checked by."""
+def _form_keys(p: Prompt) -> list[tuple[str, str, str]]:
+    """(suite, normalised text, text) of each form of an eval prompt's request (``request_forms``)."""
     suite = str(p.meta.get("suite") or p.source)
-    return suite, (suite, normalize_for_match(p.meta.get("base_text") or p.text))
+    return [(suite, normalize_for_match(t), t) for _, t in request_forms(p)]
 
 
 def eval_texts(prompts: list[Prompt]) -> list[EvalText]:
-    """Unique eval prompts by suite and unwrapped text (a prompt under many attacks is checked once)."""
+    """Unique eval requests by suite and form text (a prompt under many attacks is checked once), each with the id
+    of the first prompt that has it (``base_id`` for wrapped prompts); a rephrased prompt gives two."""
     seen: set[tuple[str, str]] = set()
     out = []
     for p in prompts:
-        suite, key = _suite_and_key(p)
-        if key in seen:
-            continue
-        seen.add(key)
-        text = p.meta.get("base_text") or p.text
-        out.append(EvalText(p.base_id or p.id, suite, p.kind, text, p.meta.get("source_id")))
+        for suite, norm, text in _form_keys(p):
+            if (suite, norm) in seen:
+                continue
+            seen.add((suite, norm))
+            out.append(EvalText(p.base_id or p.id, suite, p.kind, text, p.meta.get("source_id")))
     return out
 
 
@@ -161,22 +164,26 @@ def check_cross_source(report: dict[str, Any], prompts: list[Prompt]) -> None:
     prompts the contamination check found in the training data: such a suite is in-source in fact, and its
     rates would silently be reported as generalization to an unseen source.
 
+    The prompts stage already takes prompts that near-duplicate the run's own training prompts out of the
+    cross-source rate (``saro.prompts.build``); what is left to find here is overlap with training data that stage
+    could not see (other runs, ``eval.contamination_files``), which ``eval.drop_contaminated`` settles.
     ``report`` is what ``contamination_report`` returned (``eval_ids``: the checked id of each eval prompt found,
-    i.e. the first prompt of its suite with that unwrapped text, by ``base_id`` for wrapped prompts).
+    i.e. the first prompt of its suite with that request form, by ``base_id`` for wrapped prompts).
     """
     if not report.get("checked") or not report.get("eval_ids"):
         return
     found = set(report["eval_ids"])
     checked_id: dict[tuple[str, str], str] = {}
     for p in prompts:
-        checked_id.setdefault(_suite_and_key(p)[1], p.base_id or p.id)
+        for suite, norm, _ in _form_keys(p):
+            checked_id.setdefault((suite, norm), p.base_id or p.id)
     bad: dict[str, set[str]] = defaultdict(set)
     for p in prompts:
         if p.meta.get("cross_source") is not True:
             continue
-        suite, key = _suite_and_key(p)
-        if checked_id[key] in found:
-            bad[suite].add(p.base_id or p.id)
+        keys = _form_keys(p)
+        if any(checked_id[(suite, norm)] in found for suite, norm, _ in keys):
+            bad[keys[0][0]].add(p.base_id or p.id)
     if bad:
         from saro.errors import SaroError
 
@@ -192,56 +199,58 @@ def check_contamination(
     train: list[TrainText],
     threshold: float | None = 0.95,
     max_examples: int = 20,
+    ngram: float | None = NGRAM_THRESHOLD,
 ) -> dict[str, Any]:
-    """Exact and near-duplicate matches of eval prompts in training prompts; counts per suite and examples."""
+    """Exact and near-duplicate matches of eval requests in training prompts (``threshold``: MiniLM cosine,
+    ``ngram``: word 3-gram containment; None turns a rule off); counts per suite by eval prompt (its forms count
+    once, by the strongest match), and examples."""
     by_norm: dict[str, TrainText] = {}
     for t in train:
         by_norm.setdefault(normalize_for_match(t.text), t)
-    findings: list[dict[str, Any]] = []
-    exact_ids: set[int] = set()
-    for i, e in enumerate(evals):
-        hit = by_norm.get(normalize_for_match(e.text))
-        if hit is not None:
-            exact_ids.add(i)
-            findings.append(_finding(e, hit, "exact", 1.0))
-    if threshold is not None and train and evals:
-        from saro.embeddings import near_duplicates
-
-        todo = [i for i in range(len(evals)) if i not in exact_ids]
-        corpus = list(by_norm.values())
-        log.info("contamination: embedding %d eval and %d training prompts", len(todo), len(corpus))
-        for qi, ci, cos in near_duplicates(
-            [evals[i].text for i in todo], [c.text for c in corpus], threshold
-        ):
-            findings.append(_finding(evals[todo[qi]], corpus[ci], "near", cos))
+    corpus = list(by_norm.values())
+    rules = Rules(ngram=ngram, cosine=threshold)
+    hits: dict[tuple[str, str], list[Match]] = defaultdict(list)  # (suite, eval id) -> matches of its forms
+    if evals and corpus:
+        log.info("contamination: checking %d eval and %d training prompts", len(evals), len(corpus))
+        for m in find_near_duplicates([e.text for e in evals], [c.text for c in corpus], rules):
+            hits[(evals[m.query].suite, evals[m.query].id)].append(m)
+    findings = []
+    for matches in hits.values():
+        m = best_match(matches)
+        findings.append(_finding(evals[m.query], corpus[m.corpus], m))
     per_suite: dict[str, dict[str, int]] = defaultdict(lambda: {"checked": 0, "exact": 0, "near": 0})
-    for e in evals:
-        per_suite[e.suite]["checked"] += 1
+    checked = {(e.suite, e.id) for e in evals}
+    for suite, _ in checked:
+        per_suite[suite]["checked"] += 1
     for f in findings:
         per_suite[f["suite"]][f["match"]] += 1
     exact = sum(f["match"] == "exact" for f in findings)
     near = len(findings) - exact
-    findings.sort(key=lambda f: (f["match"] != "exact", -f["cosine"]))
+    findings.sort(key=lambda f: (f["match"] != "exact", -f["score"], f["eval_id"]))
     return {
         "checked": True,
         "threshold": threshold,
-        "n_eval": len(evals),
+        "ngram_threshold": ngram,
+        "n_eval": len(checked),
         "n_train": len(train),
         "n_train_unique": len(by_norm),
         "exact": exact,
         "near": near,
+        "near_by_method": {k: sum(f["method"] == k for f in findings) for k in ("ngram", "embedding")},
         "contaminated": exact + near,
-        "rate": round((exact + near) / len(evals), 4) if evals else 0.0,
+        "rate": round((exact + near) / len(checked), 4) if checked else 0.0,
         "by_suite": dict(sorted(per_suite.items())),
         "examples": findings[:max_examples],
         "eval_ids": sorted({f["eval_id"] for f in findings}),
     }
 
 
-def _finding(e: EvalText, t: TrainText, match: str, cos: float) -> dict[str, Any]:
+def _finding(e: EvalText, t: TrainText, m: Match) -> dict[str, Any]:
     return {
-        "match": match,
-        "cosine": round(float(cos), 4),
+        "match": "exact" if m.method == "exact" else "near",
+        "method": m.method,
+        "score": m.score,
+        "cosine": m.score,  # the score of the rule that fired (kept under its old name for reports)
         "eval_id": e.id,
         "suite": e.suite,
         "kind": e.kind,
@@ -255,10 +264,11 @@ def _finding(e: EvalText, t: TrainText, match: str, cos: float) -> dict[str, Any
 
 def contamination_report(
     prompts: list[Prompt],
-    runs: list[str | Path],
+    runs: list[RunFiles | str | Path],
     files: list[str | Path],
     threshold: float | None = 0.95,
     max_examples: int = 20,
+    ngram: float | None = NGRAM_THRESHOLD,
 ) -> dict[str, Any]:
     """Check eval prompts against the training data of ``runs`` and the extra ``files``; log the findings."""
     paths: list[Path] = []
@@ -283,11 +293,11 @@ def contamination_report(
     if not train:
         log.info("contamination: the training files hold no prompts; nothing to check")
         return {"checked": False, "reason": "the training files hold no prompts", "files": counts}
-    out = check_contamination(eval_texts(prompts), train, threshold, max_examples)
+    out = check_contamination(eval_texts(prompts), train, threshold, max_examples, ngram)
     out["files"] = counts
-    out["runs"] = [str(Path(r).resolve()) for r in runs]
+    out["runs"] = [str((Path(r) if isinstance(r, str | Path) else r.root).resolve()) for r in runs]
     if out["contaminated"]:
-        near = f"{out['near']} near-duplicate at cosine >= {threshold}" if threshold else "near check off"
+        near = f"{out['near']} near-duplicate (n-gram >= {ngram} or cosine >= {threshold})"
         log.warning(
             "contamination: %d of %d eval prompts found in training data (%d exact, %s); see the report",
             out["contaminated"],

@@ -35,7 +35,7 @@ from saro.fingerprint import unit_hash
 from saro.judges.base import JudgeInput
 from saro.models.generate import SamplingParams
 from saro.policy import Policy
-from saro.prompts.suites import suite_sampling
+from saro.prompts.suites import suite_of, suite_sampling
 from saro.reasoning import parse
 from saro.recipe import BackendSpec, EvalConfig, EvalModel
 from saro.records import (
@@ -47,7 +47,7 @@ from saro.records import (
     read_jsonl,
     stable_id,
 )
-from saro.stage import RunDir, StageContext
+from saro.stage import RunDir, RunFiles, StageContext
 from saro.stages import MAIN, parse_model_ref
 from saro.stats import IntervalMethod
 
@@ -74,15 +74,6 @@ RECORD_META = (
 )
 PREFILL = "prefill"  # prompt meta: the opening of the assistant turn the model continues
 PYRIT_REFUSAL = ("pyrit", "pyrit/datasets/scorer_evals/refusal_scorer/refusal.csv")
-
-
-def suite_of(p: Prompt) -> str:
-    """The suite a prompt belongs to: its recipe ``suite`` or one derived from source and attack split."""
-    if p.meta.get("suite"):
-        return str(p.meta["suite"])
-    if p.attack:
-        return f"{p.source}-jailbreak-{p.meta.get('attack_split', 'attack')}"
-    return p.source
 
 
 def run(ctx: StageContext[EvalConfig]) -> dict[str, Any]:
@@ -652,18 +643,17 @@ def check_contamination(
     ``eval/contamination.json``."""
     from saro.analysis.contamination import contamination_report, run_dir_of, training_files
 
-    runs: list[Path] = []
-    if training_files(ctx.run.root):
-        runs.append(ctx.run.root)
+    others: list[Path] = []
     for m in cfg.models:
-        if m.source.startswith("@"):
-            continue
-        r = run_dir_of(m.source)
+        r = run_dir_of(m.source) if not m.source.startswith("@") else None
         if r is not None:
-            runs.append(r)
-    runs += [_resolve(ctx, r) for r in cfg.contamination_runs]
+            others.append(r)
+    others += [_resolve(ctx, r) for r in cfg.contamination_runs]
+    own = bool(training_files(ctx))  # this run's training data, read through the stage's declared reads
+    runs: list[RunFiles | str | Path] = [ctx] if own else []
+    runs += [r for r in dict.fromkeys(others) if not (own and r == ctx.root)]
     files: list[str | Path] = [_resolve(ctx, f) for f in cfg.contamination_files]
-    out = contamination_report(prompts, list(dict.fromkeys(runs)), files, cfg.contamination_threshold)
+    out = contamination_report(prompts, runs, files, cfg.contamination_threshold)
     atomic_write_json(ctx.output("contamination"), out)
     return out
 

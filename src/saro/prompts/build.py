@@ -1,8 +1,16 @@
 """The ``prompts`` stage: draw the recipe's prompt sets, keep uses disjoint, label, wrap with attacks.
 
 Each source is loaded once, de-duplicated, shuffled with the recipe seed and cut into disjoint slices: eval first
-(so the held-out sets do not move when training sizes change), then rw, then srpo. Training prompts that equal an
-eval prompt (exactly, or above ``dedup_threshold`` MiniLM cosine) are dropped and counted. Output:
+(so the held-out sets do not move when training sizes change), then rw, then srpo.
+
+Cross-source by content: an eval prompt of a suite whose source supplies no training prompt is cross-source unless
+one of its forms (text, the request it wraps, the text a rephrasing replaced) near-duplicates a form of a training
+prompt or any row of a training source (``saro.prompts.near_duplicates``: exact, word 3-gram containment or
+MiniLM cosine at the measured thresholds), whatever that source is called; such a prompt gets ``cross_source:
+false`` and ``meta.overlap`` = {train_id (None for a source row that was not drawn), source, source_id, form,
+eval_form, method, score}, and is counted per suite in ``stats.json`` (``suites.<suite>.overlap_requests``). Then
+training prompts that equal an eval prompt in any form are dropped (and, with ``dedup_threshold``,
+near-duplicates: n-gram rule or MiniLM cosine >= ``dedup_threshold``) and counted. Output:
 ``prompts/{rw,srpo,eval}.jsonl`` (Prompt records) and ``prompts/stats.json``.
 """
 
@@ -11,38 +19,52 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter, defaultdict
+from dataclasses import asdict
 from typing import Any
 
 from saro.errors import SaroError
 from saro.prompts.categorize import fill_categories
+from saro.prompts.near_duplicates import (
+    METHODS,
+    FormMatch,
+    Rules,
+    eval_form_matches,
+    near_duplicate_rules,
+    training_forms,
+)
 from saro.prompts.phrasing import apply_phrasing, phrasing_table, warn_phrasing
 from saro.prompts.sources import RawPrompt, load_source, normalize
-from saro.recipe import PromptEntry, PromptsConfig
+from saro.prompts.suites import suite_of
+from saro.recipe import BackendSpec, PromptEntry, PromptsConfig
 from saro.records import Prompt, atomic_write_json, write_jsonl_atomic
 from saro.stage import StageContext
 
 log = logging.getLogger(__name__)
 
 USES = ("eval", "rw", "srpo")  # allocation order
+# training-source rows beyond which whole sources are read by the exact and n-gram rules only (embedding them on a
+# CPU would take too long); the embedding rule then covers the drawn training prompts
+POOL_EMBED_LIMIT = 20_000
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
-    cfg: PromptsConfig = ctx.config
+def run(ctx: StageContext[PromptsConfig]) -> dict[str, Any]:
+    cfg = ctx.config
     out = build_prompts(cfg, ctx.policy, ctx.seed, rewriter=_rewriter(ctx))
     stats = out.pop("_stats")
     for use, prompts in out.items():
-        write_jsonl_atomic(ctx.dir / f"{use}.jsonl", prompts)
-    atomic_write_json(ctx.dir / "stats.json", stats)
+        write_jsonl_atomic(ctx.output(use), prompts)
+    atomic_write_json(ctx.output("stats"), stats)
     return {
         "counts": {u: len(p) for u, p in out.items()},
         "dropped": stats["dropped"],
         "phrasing": stats["phrasing"],
+        "overlap": {k: v["overlap_requests"] for k, v in stats["suites"].items() if v["overlap_requests"]},
     }
 
 
-def _rewriter(ctx: StageContext):
+def _rewriter(ctx: StageContext[PromptsConfig]):
     """LLM-assisted attacks rewrite through the RW teacher when one is configured (not the offline teacher)."""
-    t = ctx.recipe.synth_rw.teacher if ctx.recipe.synth_rw else None  # declared: synth_rw.teacher
+    t = ctx.setting_or_none("synth_rw.teacher", BackendSpec)
     if t is None or t.backend == "offline":
         return None
     from saro.synth.answers import make_rewriter
@@ -54,9 +76,15 @@ def _entries(cfg: PromptsConfig) -> dict[str, list[PromptEntry]]:
     return {"eval": cfg.eval, "rw": cfg.rw, "srpo": cfg.srpo}
 
 
+def _source_id(e: PromptEntry) -> str:
+    """A source as the name rule of cross-source marking sees it: its name and options (two local files are two
+    sources), not the kind filter (the harmful and borderline halves of one source are one source)."""
+    return e.source + (repr(sorted(e.options.items())) if e.options else "")
+
+
 def _source_key(e: PromptEntry) -> str:
     """Pool key: entries of one source (same options, same kind filter) draw disjoint slices from one pool."""
-    return e.source + (repr(sorted(e.options.items())) if e.options else "") + f"|{e.kind or '*'}"
+    return _source_id(e) + f"|{e.kind or '*'}"
 
 
 def build_prompts(cfg: PromptsConfig, policy: Any, seed: int, rewriter: Any = None) -> dict[str, Any]:
@@ -72,6 +100,7 @@ def build_prompts(cfg: PromptsConfig, policy: Any, seed: int, rewriter: Any = No
     out: dict[str, list[Prompt]] = {u: [] for u in USES}
     short: list[str] = []
     rephrased: dict[str, dict[str, int]] = {}
+    contrast: dict[str, dict[str, int]] = {}  # suite -> contrast counts
     for use in USES:
         for i, e in enumerate(entries[use]):
             rows = slices[(_slice_key(e), use)]
@@ -88,9 +117,14 @@ def build_prompts(cfg: PromptsConfig, policy: Any, seed: int, rewriter: Any = No
                     p.meta["cross_source"] = cross[i]
             if e.prefill:
                 base = _prefill(base, policy, seed)
-            out[use].extend(_apply_attacks(e, base, use, train_attacks, heldout_attacks, seed, rewriter))
+            made = _apply_attacks(e, base, use, train_attacks, heldout_attacks, seed, rewriter)
+            if e.phrasing_contrast:
+                contrast[suite_of(made[0]) if made else (e.suite or e.source)] = counts
+            out[use].extend(made)
     if short:
         raise SaroError("not enough prompts: " + "; ".join(short))
+    # before dedup: a training copy that dedup drops still made its eval prompt in-source
+    _mark_overlaps(out, _training_pool(entries, pools))
     dropped = _dedup(out, cfg.dedup_threshold)
     table = phrasing_table(out)
     stats = {
@@ -100,6 +134,8 @@ def build_prompts(cfg: PromptsConfig, policy: Any, seed: int, rewriter: Any = No
         "skipped_rows": skipped,
         "phrasing": table,
         "rephrase": rephrased,
+        "overlap_rules": asdict(near_duplicate_rules()),
+        "suites": _suite_stats(out["eval"], contrast),
     }
     for k, v in dropped.items():
         log.info("prompts: dropped %d (%s)", v, k)
@@ -111,7 +147,9 @@ EVAL_ONLY = ("phrasing_contrast", "prefill", "cross_source")
 
 
 def _cross_source(entries: dict[str, list[PromptEntry]]) -> list[bool | None]:
-    """Per eval entry: True when no rw/srpo entry draws from its source (checked against an explicit value).
+    """Per eval entry, by source (name and options, ``_source_id``): True when no rw/srpo entry draws from its
+    source (an explicit value is checked: ``cross_source: true`` on a trained source is an error). Prompt by
+    prompt, ``_mark_overlaps`` then takes the mark back from prompts that near-duplicate training data.
 
     A recipe that trains on nothing (a standalone evaluation of models trained elsewhere) cannot know which
     sources their training used: unmarked (None) unless the entry says so."""
@@ -120,13 +158,13 @@ def _cross_source(entries: dict[str, list[PromptEntry]]) -> list[bool | None]:
             for key in EVAL_ONLY:
                 if getattr(e, key) not in (None, False):
                     raise SaroError(f"prompts.{use}[{i}].{key}: only allowed on eval entries")
-    trained = {e.source for use in ("rw", "srpo") for e in entries[use]}
+    trained = {_source_id(e) for use in ("rw", "srpo") for e in entries[use]}
     out: list[bool | None] = []
     for i, e in enumerate(entries["eval"]):
         if not trained:
             out.append(e.cross_source)
             continue
-        computed = e.source not in trained
+        computed = _source_id(e) not in trained
         if e.cross_source is True and not computed:
             raise SaroError(
                 f"prompts.eval[{i}].cross_source: true, but source '{e.source}' is also used for training"
@@ -223,8 +261,78 @@ def _record(r: RawPrompt, e: PromptEntry, use: str) -> Prompt:
     )
 
 
+def _training_pool(
+    entries: dict[str, list[PromptEntry]], pools: dict[str, list[RawPrompt]]
+) -> list[tuple[str, RawPrompt]]:
+    """(source name, row) for every row of every source the recipe trains on: the whole source, not only the
+    slice drawn, since a held-out row of a training source is in-source too."""
+    keys = {_source_key(e): e.source for use in ("rw", "srpo") for e in entries[use]}
+    return [(name, r) for key, name in keys.items() for r in pools[key]]
+
+
+def _mark_overlaps(out: dict[str, list[Prompt]], pool: list[tuple[str, RawPrompt]]) -> None:
+    """Cross-source eval prompts that near-duplicate a training prompt in any form, or any row of a training
+    source, at the measured thresholds become in-source: ``cross_source: false`` and ``meta.overlap`` naming the
+    closest match. An explicit ``cross_source: true`` is treated the same way (the overlapping prompts leave the
+    cross-source rate, the others keep it)."""
+    cands = [p for p in out["eval"] if p.meta.get("cross_source") is True]
+    train = out["rw"] + out["srpo"]
+    if not cands or not (train or pool):
+        return
+    texts, owner = training_forms(train)
+    refs = [
+        {
+            "train_id": train[j].id,
+            "source": train[j].source,
+            "source_id": train[j].meta.get("source_id"),
+            "form": f,
+        }
+        for j, f in owner
+    ]
+    refs += [
+        {"train_id": None, "source": name, "source_id": r.source_id, "form": "source"} for name, r in pool
+    ]
+    rules = near_duplicate_rules()
+    if len(pool) <= POOL_EMBED_LIMIT:
+        matches = eval_form_matches(cands, texts + [r.text for _, r in pool], rules)
+    else:
+        log.warning(
+            "prompts: %d rows in the training sources: their overlap with cross-source eval prompts is checked by "
+            "the exact and n-gram rules only (the embedding rule covers the %d drawn training prompts)",
+            len(pool),
+            len(train),
+        )
+        matches = eval_form_matches(cands, texts, rules)
+        matches += [
+            FormMatch(m.eval_index, m.eval_form, m.corpus + len(texts), m.method, m.score)
+            for m in eval_form_matches(cands, [r.text for _, r in pool], Rules(rules.ngram, None))
+        ]
+    found: dict[int, list[FormMatch]] = defaultdict(list)
+    for m in matches:
+        found[m.eval_index].append(m)
+    for i, group in found.items():
+        best = min(
+            group,
+            key=lambda m: (METHODS.index(m.method), -m.score, refs[m.corpus]["train_id"] is None, m.corpus),
+        )
+        cands[i].meta["cross_source"] = False
+        cands[i].meta["overlap"] = {
+            **refs[best.corpus],
+            "eval_form": best.eval_form,
+            "method": best.method,
+            "score": best.score,
+        }
+    if found:
+        log.warning(
+            "prompts: %d eval prompts of cross-source suites near-duplicate a training prompt or source row: "
+            "marked in-source (stats.json suites.<suite>.overlap_requests)",
+            len(found),
+        )
+
+
 def _dedup(out: dict[str, list[Prompt]], threshold: float | None) -> Counter[str]:
-    """Drop duplicates within a use, and training prompts equal (or nearly equal) to an eval prompt."""
+    """Drop duplicates within a use, and training prompts equal to an eval prompt in any form (with a threshold:
+    near-duplicates too, by the n-gram rule or MiniLM cosine >= threshold)."""
     dropped: Counter[str] = Counter()
     for use in USES:
         seen: set[str] = set()
@@ -236,24 +344,46 @@ def _dedup(out: dict[str, list[Prompt]], threshold: float | None) -> Counter[str
             seen.add(p.id)
             keep.append(p)
         out[use] = keep
-    eval_norm = {normalize(p.text) for p in out["eval"]}
+    train = out["rw"] + out["srpo"]
+    texts, owner = training_forms(train)
+    rules = Rules(ngram=None, cosine=None) if threshold is None else near_duplicate_rules(threshold)
+    method: dict[str, str] = {}
+    for m in eval_form_matches(out["eval"], texts, rules):
+        pid = train[owner[m.corpus][0]].id
+        if pid not in method or METHODS.index(m.method) < METHODS.index(method[pid]):
+            method[pid] = m.method
+    near = f"near-duplicate of an eval prompt (n-gram >= {rules.ngram} or cos >= {threshold})"
     for use in ("rw", "srpo"):
-        before = len(out[use])
-        out[use] = [p for p in out[use] if normalize(p.text) not in eval_norm]
-        if before - len(out[use]):
-            dropped[f"{use}: equals an eval prompt"] += before - len(out[use])
-    if threshold is not None:
-        from saro.embeddings import near_duplicates
-
-        evals = [p.text for p in out["eval"] if p.attack is None]
-        for use in ("rw", "srpo"):
-            plain = [p for p in out[use] if p.attack is None]
-            hits = near_duplicates([p.text for p in plain], evals, threshold)
-            bad = {plain[i].id for i, _, _ in hits}
-            out[use] = [p for p in out[use] if p.id not in bad and p.base_id not in bad]
-            if bad:
-                dropped[f"{use}: near-duplicate of an eval prompt (cos >= {threshold})"] += len(bad)
+        keep = []
+        for p in out[use]:
+            why = method.get(p.id) or method.get(p.base_id or "")
+            if why is None:
+                keep.append(p)
+            else:
+                dropped[f"{use}: " + ("equals an eval prompt" if why == "exact" else near)] += 1
+        out[use] = keep
     return dropped
+
+
+def _suite_stats(evals: list[Prompt], contrast: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
+    """Per eval suite: prompts and requests, how many are cross-source, how many requests and prompts were taken
+    out of the cross-source rate for overlapping training prompts (by method), and phrasing-contrast counts."""
+    by_suite: dict[str, list[Prompt]] = defaultdict(list)
+    for p in evals:
+        by_suite[suite_of(p)].append(p)
+    out: dict[str, dict[str, Any]] = {}
+    for suite, ps in sorted(by_suite.items()):
+        over = [p for p in ps if "overlap" in p.meta]
+        out[suite] = {
+            "prompts": len(ps),
+            "requests": len({p.base_id or p.id for p in ps}),
+            "cross_source_prompts": sum(p.meta.get("cross_source") is True for p in ps),
+            "overlap_prompts": len(over),
+            "overlap_requests": len({p.base_id or p.id for p in over}),
+            "overlap_methods": dict(Counter(p.meta["overlap"]["method"] for p in over)),
+            **contrast.get(suite, {}),
+        }
+    return out
 
 
 def _apply_attacks(

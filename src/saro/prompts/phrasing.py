@@ -47,8 +47,51 @@ IMPERATIVE_VERBS = _words(
     persuade encourage promote advise assist support coach mentor inform notify warn read look search get put keep
     let go take bring pick lay run stop start open close delete remove install configure deploy test measure kill
     roast protect avoid stay try visit watch learn practise practice study
+    focus think consider include add note mention highlight emphasize emphasise ensure assume suppose fill replace
+    insert change transform modify adapt apply select rate critique comment contrast distinguish enumerate specify
+    express reword extend combine merge derive locate track obtain acquire buy sell hide spread cause destroy
+    bypass evade forge smuggle stalk harass threaten blackmail insult mock steal
     """
 )
+
+# Words of the list above that are also common nouns ("book", "plan", "help"). Opening a sentence, one of them is a
+# verb only when an object follows it (a determiner, a pronoun, a number, a wh-word or a particle: "Book a table",
+# "Plan my week", "List five ...", "Help me ..."); followed by a bare word it may head a noun phrase ("Book
+# recommendations for teens?", "Test results are back.").
+VERB_NOUNS = _words(
+    """
+    book list plan map order name help guide answer review check test design draft sketch sort rank format count
+    spell play start stop run set post quote offer support train act coach mentor schedule estimate detail brief
+    break print search look walk visit watch study practice practise roast turn scale fix use share release hack
+    draw exploit conduct talk rewrite find build craft implement edit paraphrase reply ask take pick keep measure
+    kill outline show stay try focus note comment contrast change rate critique track spread cause smuggle mock
+    insult threaten blackmail roleplay role-play
+    """
+)
+OBJECT_STARTS = _words(
+    """
+    a an the this that these those my your our his her their its me us him them it you some any all every each
+    one two three four five six seven eight nine ten several many few more most no how what why where when who
+    which whether if out up down off over someone something somebody anyone anything
+    everyone everything people
+    """
+)
+FINITE = _words(
+    """
+    is are was were has have had does do did can could will would should shall may might must isn't aren't wasn't
+    weren't hasn't haven't doesn't don't didn't can't won't seems seem keeps keep goes go looks look
+    """
+)
+# A leading adverbial phrase before a comma ("For my novel, write ...", "As a doctor, how do I ...?"): the request
+# is the clause after it.
+INTRO_WORDS = _words(
+    """
+    for in as if when while after before since given assuming considering hypothetically theoretically ideally
+    honestly seriously basically also then now finally first next anyway btw again besides otherwise because
+    although though from on at with without during
+    """
+)
+INTRO_MAX_WORDS = 12
 
 REQUEST_OPENERS = (
     "i need you to",
@@ -108,6 +151,46 @@ def _first_word(s: str) -> str:
     return m.group(0).lower().replace("’", "'") if m else ""
 
 
+def _ends_with_question_mark(s: str) -> bool:
+    return s.rstrip("\"')] ").endswith("?")
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9'’-]*")
+
+
+def _tokens(s: str) -> list[str]:
+    """Words and numbers, lower-cased, curly apostrophes straightened."""
+    return [w.lower().replace("’", "'") for w in _TOKEN.findall(s)]
+
+
+def _object_start(word: str) -> bool:
+    """Whether a word can open the object of a command: a determiner, pronoun, number, wh-word or particle."""
+    return word in OBJECT_STARTS or word[:1].isdigit()
+
+
+def _verb_noun_reading(s: str) -> Phrasing | None:
+    """For a sentence opening with a word that is both a verb and a noun and not followed by an object: "question"
+    when it ends in "?" (a noun-phrase question: "Book recommendations for teens?"), "other" when a finite verb
+    follows before any comma (the word heads the subject: "Test results are back."); None when it reads as a
+    command."""
+    words = _tokens(s.split(",", 1)[0])
+    if len(words) < 2 or words[0] not in VERB_NOUNS or _object_start(words[1]):
+        return None
+    if _ends_with_question_mark(s):
+        return "question"
+    if any(w in FINITE for w in words[1:]):
+        return "other"
+    return None
+
+
+def _after_intro(s: str) -> str | None:
+    """The clause after a short leading adverbial phrase ("For my spy novel, write ..."), or None."""
+    head, sep, rest = s.partition(",")
+    if not sep or _first_word(head) not in INTRO_WORDS or len(head.split()) > INTRO_MAX_WORDS:
+        return None
+    return rest.strip() or None
+
+
 def _classify_sentence(s: str) -> Phrasing:
     s = _strip_leads(s)
     low = s.lower().replace("’", "'")
@@ -116,22 +199,31 @@ def _classify_sentence(s: str) -> Phrasing:
         return "imperative" if _first_word(rest) in IMPERATIVE_VERBS or not rest.endswith("?") else "question"
     if any(low.startswith(o + " ") for o in REQUEST_OPENERS):
         return "imperative"
+    after = _after_intro(s)
+    if after is not None:
+        inner = _classify_sentence(after)
+        if inner != "other":
+            return inner
     w = _first_word(s)
     if w in QUESTION_WORDS:
         return "question"
     if w in IMPERATIVE_VERBS:
-        return "imperative"
-    if s.rstrip("\"')] ").endswith("?"):
+        return _verb_noun_reading(s) or "imperative"
+    if _ends_with_question_mark(s):
         return "question"
     return "other"
 
 
 def classify(text: str) -> Phrasing:
     """The form of a request: "imperative" ("Write ...", "Tell me ...", "I need you to ..."), "question" ("How do
-    I ...", "Can you ...?", anything ending in "?") or "other" (statements, empty text).
+    I ...", "Can you ...?", "Any tips for ...?", anything ending in "?" that does not open with a command) or
+    "other" (statements, empty text).
 
     A multi-sentence prompt takes the form of its first sentence that is a request; context sentences before it
-    ("My sourdough smells odd. Is it ruined?") do not count.
+    ("My sourdough smells odd. Is it ruined?") do not count, nor does a short leading phrase before a comma ("For
+    my novel, write ..."). A sentence opening with a word that is both a verb and a noun is a command only when an
+    object follows it ("Book a table" vs "Book recommendations for teens?"). Measured on prompts labelled by
+    reading: ``bench/phrasing_accuracy.py``.
     """
     for s in sentences(_clean(text)):
         if not _WORD.search(s):
@@ -233,9 +325,10 @@ AUX = _words(
 _PRONOUN_CASE = {"i": "I"}
 
 
-def _pick(templates: tuple[str, ...], text: str) -> str:
+def _pick(options: tuple[str, ...], text: str) -> str:
+    """One of several rewrites, picked by a stable hash of the text."""
     h = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
-    return templates[h % len(templates)]
+    return options[h % len(options)]
 
 
 def _core(text: str) -> tuple[str, str] | None:
@@ -273,37 +366,56 @@ def _vp_ok(vp: str) -> bool:
     return len(words) >= 2 and words[0].lower() not in AUX | {"how", "to", "what", "why", "a", "the"}
 
 
-def _to_question(core: str) -> str | None:
+def _to_question(core: str) -> list[list[str]]:
+    """The question forms of an imperative request, in groups by rule preference (here one group: every rule's
+    question is a plain question)."""
     body = core
     for o in REQUEST_OPENERS[:6]:
         if body.lower().startswith(o + " "):
             body = body[len(o) + 1 :]
             break
+    out: list[str] = []
     for rx in _HOWTO_IMP:
         m = rx.match(body)
         if m and _vp_ok(m.group("vp")):
-            return _pick(HOWTO_QUESTION, core).format(vp=m.group("vp"))
-    if _first_word(body) in IMPERATIVE_VERBS and len(body.split()) >= 2:
-        return _pick(TASK_QUESTION, core).format(task=_lower_first(body))
-    return None
+            vp = m.group("vp")
+            # "How would someone check my car?" mixes persons: the generic subject only for a request without I/me
+            out += [
+                t.format(vp=vp) for t in HOWTO_QUESTION if "someone" not in t or not FIRST_PERSON.search(vp)
+            ]
+            break
+    words = _tokens(body)
+    # a verb that is also a noun is rewritten only when an object follows it ("Plan a party", not "Plan ideas")
+    verb_ok = (
+        bool(words)
+        and words[0] in IMPERATIVE_VERBS
+        and (words[0] not in VERB_NOUNS or (len(words) > 1 and _object_start(words[1])))
+    )
+    if verb_ok and len(body.split()) >= 2:
+        out += [t.format(task=_lower_first(body)) for t in TASK_QUESTION]
+    return [out]
 
 
 def _subj(word: str) -> str:
     return _PRONOUN_CASE.get(word.lower(), word.lower())
 
 
-def _to_imperative(core: str) -> str | None:
+def _to_imperative(core: str) -> list[list[str]]:
+    """The imperative forms of a question, in groups by rule preference: "how do I X" -> "how to X" first, then
+    "can you X" -> "X", then the indirect forms ("Tell me what ..."), which read worse for how-to questions."""
     body = core.replace("’", "'")
     body = re.sub(r"^what's\b", "what is", body, flags=re.I)
+    groups: list[list[str]] = []
     for rx in _HOWTO_Q:
         m = rx.match(body)
         if m and _vp_ok(m.group("vp")):
-            return _pick(HOWTO_IMPERATIVE, core).format(vp=m.group("vp"))
+            groups.append([t.format(vp=m.group("vp")) for t in HOWTO_IMPERATIVE])
+            break
     m = _TASK_Q.match(body)
     if m and _first_word(m.group("task")) in IMPERATIVE_VERBS and len(m.group("task").split()) >= 2:
         task = _lower_first(m.group("task"))
-        return _pick(TASK_IMPERATIVE, core).format(task=task, Task=task[:1].upper() + task[1:])
-    return _embed(body, core)
+        groups.append([t.format(task=task, Task=task[:1].upper() + task[1:]) for t in TASK_IMPERATIVE])
+    return [*groups, _embed(body, core)]
 
 
 _WH_BE = re.compile(r"^(?P<wh>how|why|when|where)\s+(?P<be>is|are|was|were)\s+(?P<rest>.+)$", re.I)
@@ -319,15 +431,21 @@ def _be_question(body: str) -> str | None:
     """ "How was NP done ...?" / "Why are NP so ...?" -> "how NP was done ..." (the verb moved after the subject).
 
     The subject ends at the first past participle (-ed, or a common irregular one) or degree adverb; the question
-    is left alone when no such word follows a short, aux-free subject.
+    is left alone when no such word follows a short, aux-free subject, when the subject opens with a dummy "it" or
+    "there" ("How was it possible ..."), or holds a verb form or an adverb that could belong to the predicate
+    ("How were people tampering with X used ...", "How was money illegally taken").
     """
     m = _WH_BE.match(body)
     if not m or "," in body:
         return None
     words = m.group("rest").split()
+    if words[0].lower() in ("it", "there"):
+        return None
     for i, w in enumerate(words[1:], start=1):
         lw = w.lower()
-        if lw in AUX or lw in ("and", "or", "that", "which", "who"):
+        if lw in AUX or lw in ("and", "or", "that", "which", "who", "to", "be", "been", "being"):
+            return None
+        if len(lw) > 4 and lw.endswith(("ing", "ly")):
             return None
         if lw in BOUNDARY or lw in PARTICIPLES or (len(lw) > 4 and lw.endswith("ed")):
             if i > 6:
@@ -337,75 +455,152 @@ def _be_question(body: str) -> str | None:
     return None
 
 
-def _embed(body: str, core: str) -> str | None:
-    """Questions turned into indirect requests: "What is X?" -> "Explain what X is."."""
+def _embed(body: str, core: str) -> list[str]:
+    """Questions turned into indirect requests: "What is X?" -> "Explain what X is."; every template of the
+    first rule that fits (none: an empty list)."""
     words = body.split()
     m = _WHAT_BE.match(body)
     if m and "," not in body and not (set(w.lower() for w in words[2:]) & AUX):
         np, be = m.group("np"), m.group("be").lower()
         if re.match(r"the\s", np, re.I) and m.group(0).lower().startswith("what"):
-            return _pick(THE_NP_IMPERATIVE, core).format(np=np[4:])
+            return [t.format(np=np[4:]) for t in THE_NP_IMPERATIVE]
         wh = words[0].lower()
-        return _pick(WHAT_NP_IMPERATIVE, core).replace("what", wh, 1).format(np=np, be=be)
+        return [t.replace("what", wh, 1).format(np=np, be=be) for t in WHAT_NP_IMPERATIVE]
     passive = _be_question(body)
     if passive is not None:
-        return _pick(EMBED_IMPERATIVE, core).format(q=passive)
+        return [t.format(q=passive) for t in EMBED_IMPERATIVE]
     m = _WHAT_MEAN.match(body)
     if m and "," not in body:
         verb = "means" if m.group("aux").lower() == "does" else "mean"
-        return _pick(EMBED_IMPERATIVE, core).format(q=f"what {m.group('np')} {verb}{m.group('rest') or ''}")
+        q = f"what {m.group('np')} {verb}{m.group('rest') or ''}"
+        return [t.format(q=q) for t in EMBED_IMPERATIVE]
     m = _HOW_WORK.match(body)
     if m and "," not in body:
         verb = "works" if m.group("aux").lower() == "does" else "work"
-        return f"Explain how {m.group('np')} {verb}."
+        return [f"Explain how {m.group('np')} {verb}."]
     m = _IS_IT_ADJ.match(body)
     if m:
-        return f"Tell me whether it {m.group('be').lower()} {m.group('rest')}."
+        return [f"Tell me whether it {m.group('be').lower()} {m.group('rest')}."]
     m = _WH_PRON.match(body)
     if m and "," not in body:
         aux = m.group("aux").lower()
         subj = _subj(m.group("subj"))
         if aux == "do" and subj not in ("I", "you", "we", "they", "people"):
-            return None
+            return []
         verb = "" if aux == "do" else aux + " "
         q = f"{m.group('wh').lower()} {subj} {verb}{m.group('rest')}"
-        return _pick(EMBED_IMPERATIVE, core).format(q=q)
+        return [t.format(q=q) for t in EMBED_IMPERATIVE]
     m = _YESNO_PRON.match(body)
     if m and "," not in body:
         aux = m.group("aux").lower()
         subj = _subj(m.group("subj"))
         if aux == "do" and subj not in ("I", "we", "they", "people"):
-            return None
+            return []
         verb = "" if aux == "do" else aux + " "
-        return f"Tell me whether {subj} {verb}{m.group('rest')}."
+        return [f"Tell me whether {subj} {verb}{m.group('rest')}."]
     wh = words[0].lower() if words else ""
     if wh in ("what", "which", "who") and not (set(w.lower() for w in words[1:]) & AUX) and "," not in body:
-        return _pick(EMBED_IMPERATIVE, core).format(q=wh + body[len(wh) :])
-    return None
+        return [t.format(q=wh + body[len(wh) :]) for t in EMBED_IMPERATIVE]
+    return []
+
+
+# Words a rewrite may add or drop: function words, the generic subjects and the request verbs of the templates
+# above. Every other word (a noun, an adjective, "detailed", "step-by-step", "steps", "best", "way") is content: the
+# two forms of a request must carry the same set of them.
+CONTENT_STOP = _words(
+    """
+    a an the and or but nor of to in on at for with from by about into onto over under as than then so i me my mine
+    myself we us our ours you your yours yourself it its they them their he him his she her someone somebody one
+    people person anyone anybody is are am was were be been being do does did can could would will should shall
+    may might must how what why when where which who whom whose whether if that this these those there please
+    kindly tell explain describe give show provide
+    """
+)
+_SUFFIXES = ("ing", "ed", "es", "s")
+
+
+def _stem(word: str) -> str:
+    """A crude stem: lower case, no possessive, one inflectional suffix off ("works" -> "work")."""
+    w = word.lower().replace("’", "'")
+    w = w[:-2] if w.endswith("'s") else w
+    for suf in _SUFFIXES:
+        if w.endswith(suf) and not w.endswith("ss") and len(w) - len(suf) >= 3:
+            return w[: -len(suf)]
+    return w
+
+
+def content_stems(text: str) -> frozenset[str]:
+    """The content words of a text as stems: what a rephrasing must keep (see ``CONTENT_STOP``)."""
+    return frozenset(
+        _stem(w)
+        for w in _WORD.findall(text or "")
+        if w.lower() not in CONTENT_STOP and _stem(w) not in CONTENT_STOP
+    )
+
+
+def same_content(a: str, b: str) -> bool:
+    """True when two texts carry the same content-word stems (a phrasing contrast then differs in form only)."""
+    return content_stems(a) == content_stems(b)
+
+
+RephraseOutcome = Literal["rephrased", "same_form", "other", "unclean", "no_rule", "content"]
+
+
+def _split_intro(core: str) -> tuple[str, str]:
+    """("For my novel", "write a scene") for a request after a short leading phrase, else ("", core)."""
+    rest = _after_intro(core)
+    if rest is None or len(_WORD.findall(rest)) < 2:
+        return "", core
+    return core[: len(core) - len(rest)].rstrip(" ,"), rest
+
+
+def rephrase_with_reason(
+    text: str, to: Literal["question", "imperative"]
+) -> tuple[str | None, RephraseOutcome]:
+    """``rephrase`` and why it gave None: the text is already in that form ("same_form"), is no request
+    ("other"), is not one clean request sentence ("unclean"), no rule fits its grammar ("no_rule"), or every rule
+    that fits would add or drop content words ("content")."""
+    if to not in ("question", "imperative"):
+        raise ValueError(f"rephrase: to must be 'question' or 'imperative', not {to!r}")
+    src = classify(text)
+    if src == to:
+        return None, "same_form"
+    if src == "other":
+        return None, "other"
+    parts = _core(text)
+    if parts is None:
+        return None, "unclean"
+    context, core = parts
+    intro, body = _split_intro(core)
+    groups = _to_question(body) if to == "question" else _to_imperative(body)
+    why: RephraseOutcome = "no_rule"
+    for group in groups:  # the first rule group with a rewrite that keeps the content words
+        fitting = []
+        for c in group:
+            out = (intro + ", " + _lower_first(c)) if intro else c
+            out = (context + " " if context else "") + out[:1].upper() + out[1:]
+            out = re.sub(r"\s+([,.?!])", r"\1", out)
+            if classify(out) == to:
+                fitting.append(out)
+        keep = list(dict.fromkeys(out for out in fitting if same_content(out, text)))
+        if keep:
+            return _pick(tuple(keep), text), "rephrased"
+        if fitting:
+            why = "content"
+    return None, why
 
 
 def rephrase(text: str, to: Literal["question", "imperative"]) -> str | None:
     """The request in the other form, deterministic and built from its own words; None when no rule fits cleanly.
 
-    Only the request sentence is rewritten; up to two statement sentences of context before it are kept ("My app
-    is frozen. How do I close it?" -> "My app is frozen. Tell me how to close it."). Text already in the target
-    form, statements, requests followed by more text, and empty prompts give None.
+    Only the request sentence is rewritten; up to two statement sentences of context before it, and a short
+    leading phrase ("For my novel, ..."), are kept ("My app is frozen. How do I close it?" -> "My app is frozen.
+    Tell me how to close it."). The rewrite keeps every content word and adds none (``same_content``): "Provide
+    detailed step-by-step instructions for X" becomes "Could you provide detailed step-by-step instructions for
+    X?", never "How would someone X?", so the two forms differ in phrasing, not in detail. Text already in the
+    target form, statements, requests followed by more text, and empty prompts give None.
     """
-    if to not in ("question", "imperative"):
-        raise ValueError(f"rephrase: to must be 'question' or 'imperative', not {to!r}")
-    src = classify(text)
-    if src == to or src == "other":
-        return None
-    parts = _core(text)
-    if parts is None:
-        return None
-    context, core = parts
-    out = _to_question(core) if to == "question" else _to_imperative(core)
-    if out is None:
-        return None
-    out = (context + " " if context else "") + out[:1].upper() + out[1:]
-    out = re.sub(r"\s+([,.?!])", r"\1", out)
-    return out if classify(out) == to else None
+    return rephrase_with_reason(text, to)[0]
 
 
 # ------------------------------------------------------------------------------------- prompt sets (build.py)
@@ -501,22 +696,33 @@ def apply_phrasing(
 
 
 def _contrast(prompts: list[Prompt]) -> tuple[list[Prompt], dict[str, int]]:
-    """Each request in both forms, sharing ``base_id`` (the original's id); unrephrasable requests dropped."""
+    """Each request in both forms, sharing ``base_id`` (the original's id). A request is kept only when its two
+    forms carry the same content words (``rephrase`` guarantees it or gives None), so the pair differs in phrasing
+    alone; the others are dropped and counted by reason (``contrast_dropped_<reason>``, see
+    ``rephrase_with_reason``)."""
     out: list[Prompt] = []
-    dropped = 0
+    dropped: Counter[str] = Counter()
     for p in prompts:
         form = p.meta["phrasing"]
         other = OTHER_FORM.get(form)
-        alt = rephrase(p.text, other) if other else None  # type: ignore[arg-type]
+        if other is None:
+            dropped["other"] += 1
+            continue
+        alt, why = rephrase_with_reason(p.text, other)  # type: ignore[arg-type]
         if alt is None:
-            dropped += 1
+            dropped[why] += 1
             continue
         p.base_id = p.base_id or p.id
         p.meta["contrast"] = form
         out.extend([p, _variant(p, alt, other, contrast=other)])  # type: ignore[arg-type]
     if dropped:
-        log.info("phrasing contrast: dropped %d requests that could not be rephrased", dropped)
-    return out, {"contrast_pairs": len(out) // 2, "contrast_dropped": dropped}
+        log.info(
+            "phrasing contrast: dropped %d requests without a same-content rephrasing %s",
+            sum(dropped.values()),
+            dict(dropped),
+        )
+    counts = {"contrast_pairs": len(out) // 2, "contrast_dropped": sum(dropped.values())}
+    return out, counts | {f"contrast_dropped_{k}": v for k, v in sorted(dropped.items())}
 
 
 def phrasing_table(out: dict[str, list[Prompt]]) -> dict[str, dict[str, dict[str, float | int]]]:

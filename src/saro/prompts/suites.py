@@ -22,12 +22,15 @@ import difflib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from saro.errors import SaroError
+
+if TYPE_CHECKING:
+    from saro.records import Prompt
 
 log = logging.getLogger(__name__)
 
@@ -224,3 +227,12 @@ def suite_files(refs: Sequence[str | dict[str, Any] | SuiteRef]) -> list[Path]:
             out.add(path)
             todo.extend(_ref(r) for r in suite.include)
     return sorted(out)
+
+
+def suite_of(p: Prompt) -> str:
+    """The suite a prompt belongs to: its recipe ``suite`` or one derived from source and attack split."""
+    if p.meta.get("suite"):
+        return str(p.meta["suite"])
+    if p.attack:
+        return f"{p.source}-jailbreak-{p.meta.get('attack_split', 'attack')}"
+    return p.source
