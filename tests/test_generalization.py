@@ -186,7 +186,7 @@ def _write_metrics(tmp_path, records, methods=None, recovery=None):
 
 
 def test_report_leads_with_generalization_and_recovery(tmp_path):
-    from saro.evaluate.report import build_report, write_report
+    from saro.report.report import build_report, write_report
 
     recs = {"saro": _marked() + _contrast(8, 6), "prompted": _marked()}
     recs["prompted"] = [r.model_copy(update={"model": "prompted"}) for r in recs["prompted"]]
@@ -221,7 +221,9 @@ def test_report_leads_with_generalization_and_recovery(tmp_path):
 
 
 def test_report_of_old_records_has_no_new_sections(tmp_path):
-    from saro.evaluate.report import SUMMARY_HEADER, build_report, render_markdown, summary_rows
+    from saro.report.markdown import render_markdown
+    from saro.report.report import build_report
+    from saro.report.tables import SUMMARY_HEADER, summary_rows
 
     _write_metrics(tmp_path, {"m": _n(3, 5, "in-harm", "harmful", "complied", "refused")})
     report = build_report(RunDir(tmp_path), examples=0, analysis=False)
@@ -267,7 +269,7 @@ def test_base_model_method_is_none_and_trained_models_are_trained(tmp_path):
     "methods", [["trained"], {"m": {"method": "finetuned", "name": "x"}}, {"m": "trained"}]
 )
 def test_malformed_methods_are_an_error_naming_the_file(tmp_path, methods):
-    from saro.evaluate.report import build_report
+    from saro.report.report import build_report
 
     _write_metrics(tmp_path, {"m": _n(1, 2, "in-harm", "harmful", "complied", "refused")}, methods)
     with pytest.raises(SaroError, match=r"metrics\.json.*methods"):

@@ -41,14 +41,16 @@ LAYERS: list[set[str]] = [
     {"synth", "judges"},
     # 4: training
     {"train"},
-    # 5: evaluation and analyses
+    # 5: evaluation and analyses, and the human labels of a run's answers (they read the eval's files)
     {"evaluate", "analysis", "labels"},
-    # 6: orchestration (hashing, skip/redo, status)
+    # 6: the report (eval numbers, labels, analyses)
+    {"report"},
+    # 7: orchestration (hashing, skip/redo, status)
     # (standalone: `saro eval --model ...` builds a recipe and runs the prompts/eval/report stages through it)
     {"pipeline", "standalone"},
-    # 7: serving, interactive chat and the test helpers
+    # 8: serving, interactive chat and the test helpers
     {"serve", "chat", "testing"},
-    # 8: entry points
+    # 9: entry points
     {"cli", "__init__", "__main__"},
 ]
 MAX_UPWARD_IMPORTS = 1

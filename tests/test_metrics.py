@@ -258,8 +258,8 @@ def test_paired_comparisons_for_every_model_pair():
 
 
 def test_report_from_hand_made_judgements(tmp_path):
-    from saro.evaluate.report import build_report, write_report
     from saro.evaluate.run import score_models
+    from saro.report.report import build_report, write_report
 
     recs = _three_models()
     types = {"harmbench": "harmful", "harmbench-jailbreak": "jailbreak", "rho": "overrefusal"}
@@ -287,7 +287,7 @@ def test_report_from_hand_made_judgements(tmp_path):
 
 def test_report_refuses_metrics_of_an_older_saro(tmp_path):
     from saro.errors import SaroError
-    from saro.evaluate.report import build_report
+    from saro.report.report import build_report
 
     (tmp_path / "eval").mkdir()
     old = compute_metrics(_three_models()["rw"], "refusal")

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from saro.errors import SaroError
-from saro.evaluate import tables as t
-from saro.evaluate.report import build_report, write_report
 from saro.evaluate.run import score_models
 from saro.records import EvalRecord, Judgement, Prompt, atomic_write_json, read_jsonl
+from saro.report import tables as t
+from saro.report.report import build_report, write_report
 from saro.stage import RunDir
 
 OK = "<think>\nfine\n</think>\nAn answer."

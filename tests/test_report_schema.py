@@ -12,11 +12,12 @@ from rich.console import Console
 
 from saro.cli import _print_summary
 from saro.errors import SaroError
-from saro.evaluate.report import build_report, write_report
 from saro.evaluate.run import score_models
-from saro.evaluate.schema import METRICS_VERSION, read_metrics, read_report, write_metrics
-from saro.evaluate.tables import SUMMARY_RATES, summary_blocks, summary_rows
+from saro.evaluate.schema import METRICS_VERSION, read_metrics, write_metrics
 from saro.records import atomic_write_json, read_json
+from saro.report.report import build_report, write_report
+from saro.report.schema import read_report
+from saro.report.tables import SUMMARY_RATES, summary_blocks, summary_rows
 from saro.stage import RunDir
 from test_metrics import _three_models
 

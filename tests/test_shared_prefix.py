@@ -160,12 +160,12 @@ def _trainer(model_dir: Path, pairs_file: Path, out: Path, **kw: Any) -> Any:
     """A saro DPO trainer on the pairs, its policy nudged off the reference (same nudge every call)."""
     import torch
 
-    from saro.train import dpo, loading
+    from saro.train import dpo, start
     from saro.train.config import build_dpo_config
 
     cfg = build_dpo_config(_section(model_dir, **kw), str(out))
-    tok, _, _ = loading.load_training_tokenizer(cfg)
-    ds = loading.load_jsonl_dataset(pairs_file, ["id", "prompt", "chosen", "rejected"], "test")
+    tok, _, _ = start.load_training_tokenizer(cfg)
+    ds = start.load_jsonl_dataset(pairs_file, ["id", "prompt", "chosen", "rejected"], "test")
     trainer, _ = dpo._trainer(cfg, ds, None, tok, list(ds["id"]), set(), pairs_file, cfg.model, None)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -325,13 +325,13 @@ def test_ablation_variants_train_the_main_models_number_of_steps() -> None:
 
 
 def test_stage_warns_when_dpo_models_end_at_different_steps(caplog: pytest.LogCaptureFixture) -> None:
-    from saro.train.stage import _warn_unequal_steps
+    from saro.train.train_dpo import warn_unequal_steps
 
-    with caplog.at_level("WARNING", logger="saro.train.stage"):
-        _warn_unequal_steps(
+    with caplog.at_level("WARNING", logger="saro.train.train_dpo"):
+        warn_unequal_steps(
             {"main": {"global_step": 16}, "op_only": {"global_step": 16}, "x": {"skipped": True}}
         )
     assert not caplog.records
-    with caplog.at_level("WARNING", logger="saro.train.stage"):
-        _warn_unequal_steps({"main": {"global_step": 16}, "op_only": {"global_step": 5}})
+    with caplog.at_level("WARNING", logger="saro.train.train_dpo"):
+        warn_unequal_steps({"main": {"global_step": 16}, "op_only": {"global_step": 5}})
     assert "main 16, op_only 5" in caplog.text

@@ -102,8 +102,8 @@ def _print_summary(run_dir: Path, out: Console | None = None) -> None:
     """The report's summary, one block per model (fits an 80-column terminal), then where the report files are."""
     from rich.table import Table
 
-    from saro.evaluate.schema import read_report
-    from saro.evaluate.tables import summary_blocks
+    from saro.report.schema import read_report
+    from saro.report.tables import summary_blocks
     from saro.stage import RunDir
 
     out = out or console

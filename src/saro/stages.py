@@ -218,7 +218,7 @@ TABLE: tuple[Stage, ...] = (
     ),
     Stage(
         "train_sft",
-        "saro.train.stage",
+        "saro.train.train_sft",
         ("train", "sft"),
         "Reasoning-style Warmup: SFT on RIT-D (loss on reasoning, answer and end-of-turn).",
         ("train_sft", "model", "seed"),
@@ -244,7 +244,7 @@ TABLE: tuple[Stage, ...] = (
     ),
     Stage(
         "train_dpo",
-        "saro.train.stage",
+        "saro.train.train_dpo",
         ("train", "dpo"),
         "SRPO: DPO on the reasoning-process preference pairs, reference = the RW model.",
         ("train_dpo", "model", "seed"),
@@ -276,12 +276,12 @@ TABLE: tuple[Stage, ...] = (
     ),
     Stage(
         "report",
-        "saro.evaluate.report",
+        "saro.report.report",
         ("report",),
         "Write report.json / report.md / report.html for a run and print the summary table.",
         ("report", "seed"),
         outputs=(
-            Output("json", "report.json", "saro.evaluate.schema:Report", "the report, every number"),
+            Output("json", "report.json", "saro.report.schema:Report", "the report, every number"),
             Output("md", "report.md", doc="the report as Markdown"),
             Output("html", "report.html", doc="the report as one self-contained page"),
         ),

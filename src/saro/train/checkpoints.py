@@ -13,7 +13,7 @@ from typing import Any, TypeGuard
 from saro.fingerprint import file_digest, unit_hash
 from saro.records import atomic_write_json
 from saro.train.dist import barrier, is_main
-from saro.train.loading import model_fingerprint
+from saro.train.start import model_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -84,22 +84,22 @@ from typing import Any
 
 from saro.analysis.contamination import redact
 from saro.errors import SaroError
-from saro.evaluate.html import render_html
-from saro.evaluate.markdown import render_markdown
 from saro.evaluate.measures import MEASURES, PRIMARY_MEASURES
 from saro.evaluate.paired import oriented
-from saro.evaluate.schema import REPORT_VERSION, Report, read_metrics, write_report_json
-from saro.evaluate.tables import SUMMARY_HEADER, fmt_rate, judge_measures_text, summary_rows
+from saro.evaluate.schema import read_metrics
 from saro.labels.agreement import label_report
 from saro.reasoning import parse
 from saro.recipe import ReportConfig
 from saro.records import EvalRecord, Judgement, Prompt, atomic_write_text, read_json, read_jsonl
+from saro.report.html import render_html
+from saro.report.markdown import render_markdown
+from saro.report.schema import REPORT_VERSION, Report, write_report_json
+from saro.report.tables import judge_measures_text
 from saro.stage import RunDir, RunFiles, StageContext
 from saro.stages import ANALYSIS_DIR
+from saro.stats import fmt_rate
 
 log = logging.getLogger(__name__)
-
-__all__ = ["SUMMARY_HEADER", "build_report", "fmt_rate", "summary_rows", "write_report"]
 
 SCHEMA_VERSION = REPORT_VERSION
 REPORT_KEYS = tuple(Report.model_fields)

@@ -12,40 +12,11 @@ from typing import Any
 
 from saro.evaluate.measures import GENERALIZATION_MEASURES, MEASURES
 from saro.evaluate.paired import fmt_mdd, fmt_p
-from saro.stats import method_label
+from saro.stats import fmt_rate
 
 log = logging.getLogger(__name__)
 
 Rows = list[list[str]]
-
-
-def _pct(x: float) -> str:
-    v = 100 * x
-    return f"{v:.1f}" if v not in (0.0, 100.0) else f"{v:.0f}"
-
-
-def fmt_rate(r: dict[str, Any] | None) -> str:
-    """``3.1% [0.6–15.7] (1/32, Wilson)``, or an en dash when there is nothing to show; ``n/a`` with a reason
-    kept apart (see ``na_reasons``)."""
-    if not r:
-        return "–"
-    if r.get("rate") is None:
-        return "n/a" if r.get("na") else "–"
-    s = f"{100 * r['rate']:.1f}%"
-    lo, hi = r.get("lo"), r.get("hi")
-    if lo is None and r.get("ci95"):
-        lo, hi = r["ci95"]
-    if lo is not None and hi is not None:
-        s += f" [{_pct(lo)}–{_pct(hi)}]"
-    k = r.get("k", r.get("count"))
-    if not r.get("method"):
-        return s + f" ({k}/{r['n']})"
-    how = method_label(r.get("method"))
-    if ("neff" in r["method"] or r["method"].startswith("cluster")) and r.get("clusters"):
-        how += f", {r['clusters']} base prompts"
-    if r.get("unparseable"):
-        how += f"; {r['unparseable']} unparseable left out"
-    return s + f" ({k}/{r['n']}, {how})"
 
 
 def fmt_diff(d: dict[str, Any] | None) -> str:

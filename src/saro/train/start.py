@@ -1,4 +1,4 @@
-"""Loading what a training stage starts from: tokenizer with the training template, model weights (dtype picked
+"""What a training run starts from: tokenizer with the training template, model weights (dtype picked
 for the device and parallelism), the LoRA config, and the JSONL data; plus the cheap identity of a model folder
 (its weight files' names, sizes and times)."""
 
