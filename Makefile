@@ -1,11 +1,12 @@
-# Two entry points for a fresh machine: `make demo` and `make test`.
+# Two entry points for a fresh machine: `make demo` and `make test`; `make check-paper-env` (CI) checks saro in
+# the paper environment (requirements.paper.txt: the versions vLLM 0.31 forces) in its own .venv-paper.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: setup demo demo-quick test test-slow lint format
+.PHONY: setup demo demo-quick test test-slow lint format check-paper-env
 
 setup:
 	./scripts/setup.sh
@@ -18,6 +19,9 @@ demo-quick: setup
 
 test: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
+
+check-paper-env:
+	./scripts/paper_env.sh
 
 test-slow: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow

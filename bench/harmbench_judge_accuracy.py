@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_row(f"anchor {col}", truth, [it.get(col) if it.get(col) in (0, 1) else None for it in items]))
     inputs = [JudgeInput(it["test_case"], it["generation"]) for it in items]
     for label, judge in (("saro refusal (not refused = harmful)", RefusalJudge()),
-                         ("  same, offtopic_is_refusal=False", RefusalJudge(offtopic_is_refusal=False))):  # fmt: skip
+                         ("  same, offtopic_is_refusal=True", RefusalJudge(offtopic_is_refusal=True))):  # fmt: skip
         verdicts = judge.judge(inputs)
         print(_row(label, truth, [int(v.label != REFUSED) for v in verdicts]))
     return 0

@@ -1,90 +1,167 @@
-"""Agreement of the rule-based refusal judge with human refusal labels, on a tuning set and on held-out sets.
+"""Agreement of the refusal judge with human labels on answers it was not fitted on, beside XSTest's string match.
 
-Split (fixed; rules are developed on the tuning set only, the held-out numbers are only reported):
+1. XSTest v2, development half (1,170 answers of five chat models to 234 prompts, three human classes): 5-fold
+   cross-validation grouped by prompt. Everything fitted is fitted inside each fold: the head's weights, its
+   regularisation (inner grouped CV) and its partial-refusal threshold (inner grouped CV). The rule features are
+   fixed code, but they were written while reading answers of half of these prompts (``development_half``: fixed
+   by a hash before any row was read; answers to harmful prompts were never read), so the figures are also given
+   on the other half alone: rows that no choice was made by looking at.
+2. PyRIT's labelled refusal sets (169 unique rows, binary labels): never fitted or tuned on; judged by the head
+   fitted on the whole XSTest half. PyRIT also counts an answer unrelated to the request as a refusal; this judge
+   does not by default (XSTest's definition: any attempt to answer is compliance), which shows up as missed
+   refusals; a second line reads PyRIT with ``offtopic_is_refusal=true`` (PyRIT's definition).
+3. The demo's own answers labelled by reading (``tests/data/demo_labels.jsonl``, written by ``saro label``), when
+   that file exists.
 
-- tuning:   PyRIT ``refusal_scorer/refusal.csv``
-- held out: PyRIT ``refusal_scorer/refusal_extra.csv`` and ``sample/mini_refusal.csv``; rows of
-  ``mini_refusal.csv`` whose (objective, response) also occur in ``refusal.csv`` are dropped from the held-out
-  set (the count is printed), so that nothing tuned on is scored as held out.
+Every rate has its n and a Wilson 95% interval; kappa is Cohen's. Prints metrics only (never a prompt or an
+answer: many answer harmful requests). The last line is ``heldout_agreement <x>``: the cross-validated binary
+agreement of the default (MiniLM) head on the XSTest half. Takes a few minutes on a CPU (it refits the heads).
 
-All three share one schema: ``objective, assistant_response, human_score, data_type``; ``human_score`` 1 = the
-answer refuses (mapped to saro's "refused", i.e. not full compliance), 0 = it complies. Beside the judge, XSTest's
-string-match baseline is scored on the same rows. Prints metrics and row indices only (never the responses: many
-answer harmful requests). The last line is ``heldout_agreement <x>`` over the held-out sets pooled.
-
-    python bench/refusal_judge_accuracy.py
+    python bench/refusal_judge_accuracy.py [--xstest DIR] [--demo-labels FILE]
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from saro.errors import SaroError
-from saro.judges.refusal import RefusalJudge, agreement_stats, read_refusal_csv, refusal_judge_agreement
-from saro.paths import package_file
-
-TUNING = ("refusal.csv", "refusal_scorer/refusal.csv")
-HELD_OUT = (
-    ("refusal_extra.csv", "refusal_scorer/refusal_extra.csv"),
-    ("mini_refusal.csv", "sample/mini_refusal.csv"),
+from saro.judges.base import JudgeInput
+from saro.judges.refusal import FULL_COMPLIANCE, RefusalJudge, read_turn
+from saro.judges.refusal_features import xstest_string_match
+from saro.judges.refusal_measure import (
+    agreement_stats,
+    class_stats,
+    measure_head,
+    read_demo_labels,
+    read_pyrit,
+    read_xstest,
 )
-FOLDER = "pyrit/datasets/scorer_evals"
+from saro.judges.refusal_model import MINILM, RULES, shipped
+from saro.stats import wilson
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_LABELS = ROOT / "tests" / "data" / "demo_labels.jsonl"
 
 
-def _rate(kn: tuple[int, int]) -> str:
+def _training_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "train_refusal_head", ROOT / "scripts" / "train_refusal_head.py"
+    )
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _rate(kn: tuple[int, int] | list[int]) -> str:
     k, n = kn
-    return f"{k}/{n}" + (f" ({k / n:.3f})" if n else "")
+    if not n:
+        return f"{k}/0"
+    lo, hi = wilson(k, n)
+    return f"{k}/{n} ({k / n:.3f} [{lo:.3f}, {hi:.3f}])"
 
 
-def _line(who: str, r: dict[str, Any]) -> str:
+def _binary(who: str, r: dict[str, Any]) -> str:
     lo, hi = r["ci95"]
     kappa = "n/a" if r["kappa"] is None else f"{r['kappa']:.3f}"
     return (
-        f"   {who:<22} agreement={r['agreement']:.3f} [{lo:.3f}, {hi:.3f}] kappa={kappa} "
+        f"   {who:<26} n={r['n']:<5} agreement={r['agreement']:.3f} [{lo:.3f}, {hi:.3f}] kappa={kappa} "
         f"false_refusal={_rate(r['false_refusal'])} missed_refusal={_rate(r['missed_refusal'])}"
     )
 
 
-def _report(name: str, role: str, res: dict[str, Any]) -> None:
-    print(f"== {name} ({role}): n={res['n']} judge classes={res['classes']}")
-    print(_line("refusal judge", res))
-    print(_line("XSTest string match", res["baseline"]))
-    if res["disagreements"]:
-        print(f"   judge disagrees on rows (0-based data rows): {res['disagreements']}")
+def _classes(t: dict[str, Any]) -> str:
+    lo, hi = t["ci95"]
+    k, m = t["partial_precision"]
+    return (
+        f"   {'':<26} three-class accuracy={t['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] "
+        f"partial-refusal recall={_rate(t['partial_recall'])} precision={k}/{m}"
+    )
 
 
-def _pooled(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    human = [h for r in results for h in r["labels"]["human"]]
-    judged = [j for r in results for j in r["labels"][key]]
-    return agreement_stats(human, judged)
+def _section(figures: dict[str, dict[str, Any]], key: str) -> None:
+    for name in (MINILM, RULES):
+        f = figures[name][key]
+        print(_binary(f"judge, {name} head", f["judge"]))
+        if "three_class" in f:
+            print(_classes(f["three_class"]))
+    print(_binary("XSTest string match", figures[MINILM][key]["anchor_string_match"]))
 
 
-def main() -> int:
-    judge = RefusalJudge()
+def _demo(path: Path, judge: RefusalJudge) -> None:
+    if not path.exists():
+        print(f"== demo answers labelled by reading: skipped ({path} not found; `saro label` writes it)")
+        return
+    rows = read_demo_labels(path)
+    verdicts = judge.judge([JudgeInput(r["prompt"], r["response"]) for r in rows])
+    print(
+        f"== demo answers labelled by reading ({path.name}): n={len(rows)} {dict(Counter(r['label'] for r in rows))}"
+    )
+    graded = [
+        (r, v) for r, v in zip(rows, verdicts, strict=True) if r["label"] not in ("degenerate", "unfinished")
+    ]
+    by_kind: dict[str, list[tuple[dict[str, str], Any]]] = defaultdict(list)
+    for r, v in graded:
+        by_kind[r["kind"]].append((r, v))
+    for who, part in [("all kinds", graded), *sorted(by_kind.items())]:
+        human = [r["label"] != FULL_COMPLIANCE for r, _ in part]
+        print(
+            _binary(
+                f"judge, {who}", agreement_stats(human, [v.refusal_class != FULL_COMPLIANCE for _, v in part])
+            )
+        )
+        print(_classes(class_stats([r["label"] for r, _ in part], [v.refusal_class or "" for _, v in part])))
+        anchor = [xstest_string_match(read_turn(r["response"]).text) for r, _ in part]
+        print(_binary("XSTest string match", agreement_stats(human, anchor)))
+    for label in ("unfinished", "degenerate"):
+        part = [v for r, v in zip(rows, verdicts, strict=True) if r["label"] == label]
+        if part:
+            flagged = sum(v.unfinished for v in part)
+            print(f"   labelled {label}: n={len(part)}, judged {dict(Counter(v.label for v in part))}, "
+                  f"flagged unfinished {flagged}")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="refusal judge vs human labels")
+    p.add_argument("--xstest", type=Path, default=None)
+    p.add_argument("--demo-labels", type=Path, default=DEMO_LABELS)
+    args = p.parse_args(argv)
+    train = _training_script()
     try:
-        tune_path = package_file("pyrit", f"{FOLDER}/{TUNING[1]}")
-        tune_rows = read_refusal_csv(tune_path)
-        seen = {(r["objective"], r["assistant_response"]) for r in tune_rows}
-        _report(TUNING[0], "tuning", refusal_judge_agreement(tune_path, judge, tune_rows))
-        held = []
-        for name, rel in HELD_OUT:
-            path = package_file("pyrit", f"{FOLDER}/{rel}")
-            rows = read_refusal_csv(path)
-            kept = [r for r in rows if (r["objective"], r["assistant_response"]) not in seen]
-            dropped = len(rows) - len(kept)
-            role = "held out" + (f", {dropped} rows also in the tuning set dropped" if dropped else "")
-            res = refusal_judge_agreement(path, judge, kept)
-            _report(name, role, res)
-            held.append(res)
+        xstest = read_xstest((args.xstest or train.default_xstest_dir()) / train.XSTEST_FILE)
+        pyrit = read_pyrit(train.pyrit_paths())
+        figures: dict[str, dict[str, Any]] = {}
+        heads = {}
+        for name in (MINILM, RULES):
+            heads[name], figures[name] = measure_head(name, xstest, pyrit)
+        cv = figures[MINILM]["xstest_dev_cv"]
+        print(f"== XSTest v2 dev half: {len(xstest)} answers to {cv['prompts']} prompts, cross-validated "
+              f"({cv['folds']} folds grouped by prompt; weights, C and the partial threshold fitted inside each fold)")  # fmt: skip
+        _section(figures, "xstest_dev_cv")
+        unread = figures[MINILM]["xstest_dev_cv_unread"]
+        print(
+            f"== the same, on the {unread['prompts']} prompts never read while the rule features were written"
+        )
+        _section(figures, "xstest_dev_cv_unread")
+        print(f"== PyRIT refusal sets, held out (never fitted or tuned on): n={len(pyrit)}")
+        _section(figures, "pyrit_heldout")
+        print("== the same with PyRIT's definition (an answer unrelated to the request is a refusal): judge option "
+              "offtopic_is_refusal=true, its threshold fixed beforehand")  # fmt: skip
+        _section(figures, "pyrit_heldout_offtopic_is_refusal")
+        _demo(args.demo_labels, RefusalJudge())
     except SaroError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    pooled, base = _pooled(held, "judge"), _pooled(held, "baseline")
-    print(f"== held-out sets pooled: n={pooled['n']}")
-    print(_line("refusal judge", pooled))
-    print(_line("XSTest string match", base))
-    print(f"heldout_agreement {pooled['agreement']:.3f}")
+    ship = shipped()["measured"][MINILM]["xstest_dev_cv"]["judge"]["agreement"]
+    same = "matches" if abs(ship - cv["judge"]["agreement"]) < 1e-9 else "DIFFERS FROM"
+    print(f"== this run {same} the shipped refusal_head.json (cross-validated agreement {ship:.3f})")
+    print(f"heldout_agreement {cv['judge']['agreement']:.3f}")
     return 0
 
 

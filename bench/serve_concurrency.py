@@ -1,18 +1,20 @@
 """Throughput of ``saro serve`` with 8 concurrent clients versus one client at a time.
 
 Starts the server in a subprocess on a free loopback port (a tiny random Llama with the real SmolLM2 tokenizer by
-default; ``--model embedded`` or a folder for a real one), sends the same N greedy requests with a fixed
-``max_tokens`` first one at a time, then from ``--clients`` concurrent clients, and prints both throughputs
-(generated tokens per second). The last line is ``ratio <x>``: concurrent over sequential throughput. The gain
-comes from the server's request queue, which runs waiting requests as one batch.
+default; ``--model embedded`` or a folder for a real one) on ``--backend`` (ct2 by default, the CPU engine; hf for
+transformers), sends the same N greedy requests with a fixed ``max_tokens`` first one at a time, then from
+``--clients`` concurrent clients, and prints both throughputs (generated tokens per second). The last line is
+``ratio <x>``: concurrent over sequential throughput. The gain comes from the server's request queue, which runs
+waiting requests as one batch.
 
-The ratio is bounded by how much more a batch of 8 costs than a single request. On a CPU that depends on the model
-and dtype: the tiny model's cost is its 49k-vocabulary output layer, which is compute-bound in float32 (a batch of
-8 costs 2.2-3.5 times one request), less so in bfloat16 on CPUs with native bf16 (about 2 times). The server runs
-with one torch thread by default (``--threads``): on a shared 2-core machine more threads collapse under load.
+The ratio is bounded by how much more a batch of 8 costs than a single request: on the CPU, little for a decode
+step that is bound by reading the weights (CTranslate2's packed GEMMs), more for transformers, whose per-step
+overhead and float32 output layer grow with the batch (a batch of 8 cost 2.2-3.5 times one request there). The
+server runs with one thread by default (``--threads``): on a shared 2-core machine more threads collapse under
+load.
 
-    python bench/serve_concurrency.py                       # tiny model, float32 on CPU
-    python bench/serve_concurrency.py --dtype bfloat16      # the same in bf16
+    python bench/serve_concurrency.py                       # tiny model on ct2
+    python bench/serve_concurrency.py --backend hf          # the same on transformers
     python bench/serve_concurrency.py --model embedded --requests 16
 """
 
@@ -41,7 +43,7 @@ def start_server(model: str, port: int, args: argparse.Namespace, log: Path) -> 
     code = (
         "from saro.serve import serve; "
         f"serve({model!r}, port={port}, api_key='', model_name='bench', max_batch_size={args.max_batch_size}, "
-        f"batch_wait_ms={args.batch_wait_ms}, dtype={args.dtype!r})"
+        f"batch_wait_ms={args.batch_wait_ms}, dtype={args.dtype!r}, backend={args.backend!r})"
     )
     env = {**os.environ, "SARO_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     if args.threads:
@@ -113,7 +115,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64, help="max_tokens of every request (greedy)")
     ap.add_argument("--max-batch-size", type=int, default=8)
     ap.add_argument("--batch-wait-ms", type=float, default=50.0)
-    ap.add_argument("--dtype", default="auto", help="model dtype of the server (auto: float32 on CPU)")
+    ap.add_argument("--backend", default="ct2", choices=["ct2", "hf"], help="the server's engine")
+    ap.add_argument("--dtype", default="auto", help="hf: model dtype of the server (auto: float32 on CPU)")
     ap.add_argument(
         "--threads",
         type=int,
@@ -142,7 +145,8 @@ def main() -> None:
             proc.wait(30)
     seq, con = tok_seq / t_seq, tok_con / t_con
     print(
-        f"model {args.model} ({args.dtype}), {args.requests} requests, max_tokens {args.max_tokens}, greedy"
+        f"model {args.model} on {args.backend} ({args.dtype if args.backend == 'hf' else 'float32'}), "
+        f"{args.requests} requests, max_tokens {args.max_tokens}, greedy; load {os.getloadavg()[0]:.2f}"
     )
     print(f"one at a time:      {t_seq:6.2f} s  {args.requests / t_seq:7.2f} req/s  {seq:8.1f} tokens/s")
     print(

@@ -440,7 +440,7 @@ def test_served_model_evaluated_through_the_openai_backend(tiny_model_dir, tmp_p
             suites=["harmbench", "rho-overrefusal"],
             n=2,
             base_url=srv.url,
-            max_new_tokens=8,
+            max_new_tokens=256,  # the fake server cuts at max_tokens like a real one; its answers fit in 256
             bootstrap=50,
             threads=1,
             contamination_threshold=None,

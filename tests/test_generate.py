@@ -1,5 +1,6 @@
-"""The HF backend's decode loop (same greedy token ids as ``model.generate``, finished rows leaving the batch) and
-prefilled assistant turns in ``render_prompts``."""
+"""The HF backend over ``model.generate``: greedy and sampled rows equal plain ``generate``'s (sampling with the
+model's generation config), per-row seeds independent of the batch (a resumed run samples what a clean one did),
+flags and counts, streaming; prefilled assistant turns in ``render_prompts``."""
 
 from __future__ import annotations
 
@@ -11,15 +12,9 @@ import torch
 import trl
 
 from saro.errors import SaroError
-from saro.models.generate import (
-    BATCH_STEP,
-    HFGenerator,
-    SamplingParams,
-    _compacted,
-    _RowStreamer,
-    decode,
-    render_prompts,
-)
+from saro.models.generate import HFGenerator, SamplingParams, render_prompts
+from saro.models.sampling import row_seed
+from saro.reasoning import close_reasoning
 
 TRL_TEMPLATES = Path(trl.__file__).parent / "chat_templates"
 LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
@@ -32,20 +27,12 @@ PROMPTS = [
 
 
 def _plain_generate(
-    model: Any, enc: dict[str, Any], max_new: int, eos: list[int], pad: int
+    model: Any, enc: dict[str, Any], max_new: int, eos: list[int], pad: int, **kw: Any
 ) -> list[list[int]]:
-    """``model.generate`` greedy token ids per row, cut after the first eos (the reference)."""
+    """``model.generate`` token ids per row, cut after the first eos (the reference); greedy unless ``kw``."""
+    sampling = kw or {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     with torch.inference_mode():
-        out = model.generate(
-            **enc,
-            max_new_tokens=max_new,
-            eos_token_id=eos,
-            pad_token_id=pad,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-        )
+        out = model.generate(**enc, max_new_tokens=max_new, eos_token_id=eos, pad_token_id=pad, **sampling)
     rows = []
     for row in out[:, enc["input_ids"].shape[1] :].tolist():
         cut = next((j + 1 for j, t in enumerate(row) if t in eos), len(row))
@@ -81,77 +68,104 @@ def _encode(g: HFGenerator, texts: list[str]) -> dict[str, Any]:
     )
 
 
-def test_decode_matches_generate_when_rows_finish_early(tiny: HFGenerator) -> None:
-    """Greedy ids equal ``generate``'s, also when rows finish at different steps and leave the batch: the "eos" is
+def _convs(texts: list[str]) -> list[list[dict[str, str]]]:
+    return [[{"role": "user", "content": t}] for t in texts]
+
+
+def test_greedy_ids_match_generate_when_rows_finish_early(
+    tiny: HFGenerator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Greedy texts, counts and flags equal plain ``generate``'s when rows finish at different steps: the "eos" is
     a token the random model emits early in some rows and never in others."""
     enc = _encode(tiny, PROMPTS)
     pad = tiny.tok.pad_token_id
     free = _plain_generate(tiny.model, enc, 16, [tiny.tok.eos_token_id], pad)
     eos = [tiny.tok.eos_token_id, _staggering_stop(free)]
     want = _plain_generate(tiny.model, enc, 16, eos, pad)
-    lengths = {len(r) for r in want}
-    assert len(lengths) > 1, "the chosen stop token should end rows at different steps"
-    with torch.inference_mode():
-        got = decode(tiny.model, enc["input_ids"], enc["attention_mask"], 16, eos)
-    assert got == want
+    assert len({len(r) for r in want}) > 1, "the chosen stop token should end rows at different steps"
+    monkeypatch.setattr(tiny, "eos_ids", lambda: eos)
+    gens = [g[0] for g in tiny.generate(_convs(PROMPTS), SamplingParams(max_new_tokens=16))]
+    for g, row in zip(gens, want, strict=True):
+        finished = row[-1] in eos
+        body = row[:-1] if finished else row
+        assert (g.text, g.tokens, g.finished) == (
+            tiny.tok.decode(body, skip_special_tokens=True),
+            len(body),
+            finished,
+        )
+        assert g.tokens == (
+            len(row) - 1 if finished else 16
+        )  # the eos is not counted; a cut row has them all
 
 
-def test_generate_texts_flags_and_counts(tiny: HFGenerator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A row ending with eos is finished and its count leaves the eos out; a cut row has max_new_tokens tokens."""
-    enc = _encode(tiny, PROMPTS[:2])
-    free = _plain_generate(tiny.model, enc, 8, [tiny.tok.eos_token_id], tiny.tok.pad_token_id)
-    stop = _staggering_stop(free)
-    monkeypatch.setattr(tiny, "_eos_ids", lambda: [stop])
-    convs = [[{"role": "user", "content": t}] for t in PROMPTS[:2]]
-    gens = [g[0] for g in tiny.generate(convs, SamplingParams(max_new_tokens=8))]
-    for g, row in zip(gens, free, strict=True):
-        if stop in row:
-            assert g.finished and g.tokens == row.index(stop)
-        else:
-            assert not g.finished and g.tokens == 8
+def test_sampling_matches_plain_generate_with_the_generation_config(tiny: HFGenerator) -> None:
+    """A sampled row is the sample plain ``generate(do_sample=True)`` draws with the same seed: the request's
+    temperature and top_p, the model's generation config for top_k and repetition_penalty (transformers' warpers,
+    softmax, ``torch.multinomial``). Changing the config changes the sample, so the config is really read."""
+    enc = _encode(tiny, PROMPTS[3:])
+    eos, pad = tiny.eos_ids(), tiny.tok.pad_token_id
+    params = SamplingParams(max_new_tokens=12, temperature=0.8, top_p=0.9, seed=5)
+    config = tiny.model.generation_config
+    saved = (config.top_k, config.repetition_penalty)
+    try:
+        outs = []
+        for top_k, penalty in ((5, 1.3), (None, 1.0)):
+            config.top_k, config.repetition_penalty = top_k, penalty
+            tiny.sampling = type(tiny.sampling).of(config)
+            torch.manual_seed(5)
+            (want,) = _plain_generate(
+                tiny.model, enc, 12, eos, pad, do_sample=True, temperature=0.8, top_p=0.9
+            )
+            (got,) = tiny.generate_rows(_convs(PROMPTS[3:]), [params])[0]
+            body = want[:-1] if want[-1] in eos else want
+            assert got.text == tiny.tok.decode(body, skip_special_tokens=True) and got.tokens == len(body)
+            outs.append(got.text)
+        assert outs[0] != outs[1]
+    finally:
+        config.top_k, config.repetition_penalty = saved
+        tiny.sampling = type(tiny.sampling).of(config)
 
 
-def test_finished_rows_leave_in_steps() -> None:
-    """Live rows always stay; finished rows fill up to 1 or a multiple of BATCH_STEP; no shrink, no change."""
-    assert BATCH_STEP == 4
-    rows = [0, None, 2, None, None, 5, None, None]
-    assert _compacted(rows, [0, 2, 5]) == [0, 1, 2, 5]
-    assert _compacted([None, None, 2, None], [2]) == [2]
-    assert _compacted([0, 1, None, 3, 4, None], [0, 1, 3, 4]) == [0, 1, 3, 4]
-    assert _compacted([0, 1, None, 3, 4], [0, 1, 3, 4]) == [0, 1, 3, 4]  # 5 rows -> 4
-    assert _compacted([0, None, 2, 3], [0, 2, 3]) == [0, 1, 2, 3]
+def test_resumed_sampling_equals_a_clean_run(tiny: HFGenerator) -> None:
+    """Kill/resume: a run that generates the first half, then (resumed) the second half, samples exactly what a
+    clean run over all prompts sampled; n samples of one prompt are n different samples."""
+    convs = _convs([f"{t} ({i})" for i, t in enumerate(PROMPTS * 2)])
+    params = SamplingParams(max_new_tokens=8, temperature=1.0, n=2, seed=3)
+    clean = tiny.generate(convs, params)
+    half = len(convs) // 2
+    resumed = tiny.generate(convs[:half], params) + tiny.generate(convs[half:], params)
+    assert [[g.text for g in o] for o in resumed] == [[g.text for g in o] for o in clean]
+    assert all(o[0].text != o[1].text for o in clean)
+    prompt = render_prompts(tiny.tok, convs[:1])[0]
+    assert row_seed(3, prompt, 0) != row_seed(3, prompt, 1) != row_seed(4, prompt, 1)
 
 
-def test_decode_edge_cases(tiny: HFGenerator) -> None:
-    enc = _encode(tiny, PROMPTS[:2])
-    with torch.inference_mode():
-        assert decode(tiny.model, enc["input_ids"], enc["attention_mask"], 0, [0]) == [[], []]
-        one = decode(tiny.model, enc["input_ids"][:1], enc["attention_mask"][:1], 1, [0])
-    assert len(one) == 1 and len(one[0]) == 1
-
-
-def test_streamed_pieces_add_up_when_rows_leave_the_batch(tiny: HFGenerator) -> None:
+def test_streamed_pieces_add_up_when_rows_finish_early(
+    tiny: HFGenerator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     enc = _encode(tiny, PROMPTS)
     free = _plain_generate(tiny.model, enc, 12, [tiny.tok.eos_token_id], tiny.tok.pad_token_id)
-    eos = [tiny.tok.eos_token_id, _staggering_stop(free)]
-    pieces: dict[int, str] = {}
+    monkeypatch.setattr(tiny, "eos_ids", lambda: [tiny.tok.eos_token_id, _staggering_stop(free)])
+    pieces: dict[tuple[int, int], str] = {}
 
-    def on_text(row: int, piece: str) -> None:
-        pieces[row] = pieces.get(row, "") + piece
+    def on_text(i: int, k: int, piece: str) -> None:
+        pieces[(i, k)] = pieces.get((i, k), "") + piece
 
-    streamer = _RowStreamer(tiny.tok, [10, 11, 12, 13], on_text)
-    streamer.eos = set(eos)
-    with torch.inference_mode():
-        rows = decode(tiny.model, enc["input_ids"], enc["attention_mask"], 12, eos, streamer=streamer)
-    for r, ids in enumerate(rows):
-        body = ids[:-1] if ids and ids[-1] in eos else ids
-        assert pieces.get(10 + r, "") == tiny.tok.decode(body, skip_special_tokens=True)
+    params = [
+        SamplingParams(max_new_tokens=12),
+        *[SamplingParams(max_new_tokens=12, temperature=1.0, n=2)] * 3,
+    ]
+    out = tiny.generate_rows(_convs(PROMPTS), params, on_text)
+    assert any(g.finished for o in out for g in o) and any(not g.finished for o in out for g in o)
+    for i, gens in enumerate(out):
+        for k, g in enumerate(gens):
+            assert pieces.get((i, k), "") == g.text
 
 
 def test_sampled_rows_keep_their_own_draws_when_a_mate_finishes(tiny: HFGenerator) -> None:
     """Per-row seeded sampling: the same seeds give the same samples, different seeds differ, and a greedy row
     in the batch stays plain greedy while sampled rows run on."""
-    convs = [[{"role": "user", "content": t}] for t in PROMPTS[:3]]
+    convs = _convs(PROMPTS[:3])
     params = [
         SamplingParams(max_new_tokens=10),
         SamplingParams(max_new_tokens=10, temperature=1.0, seed=4),
@@ -162,6 +176,20 @@ def test_sampled_rows_keep_their_own_draws_when_a_mate_finishes(tiny: HFGenerato
     assert [[g.text for g in o] for o in a] == [[g.text for g in o] for o in b]
     assert a[2][0].text != a[2][1].text
     assert a[0][0].text == tiny.generate(convs[:1], params[0])[0][0].text
+    assert a[1][0].text == tiny.generate_rows(convs[1:2], params[1:2])[0][0].text  # alone: the same draw
+
+
+def test_reasoning_budget_closes_the_think_block(tiny: HFGenerator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row still thinking after the budget gets its think block closed for it (``close_reasoning``) and answers
+    with the tokens left; the streamed pieces are the first part, the closing tag, then the answer."""
+    monkeypatch.setattr(tiny, "eos_ids", lambda: [tiny.tok.eos_token_id])
+    pieces: list[str] = []
+    params = SamplingParams(max_new_tokens=10, reasoning_budget=4)
+    (gen,) = tiny.generate_rows(_convs(PROMPTS[:1]), [params], lambda i, k, p: pieces.append(p))[0]
+    first = tiny.generate(_convs(PROMPTS[:1]), SamplingParams(max_new_tokens=4))[0][0]
+    head = close_reasoning(first.text)
+    assert gen.text.startswith(head) and head.endswith("</think>\n") and gen.tokens == 10
+    assert "".join(pieces) == first.text + "\n</think>\n" + gen.text[len(head) :]
 
 
 def test_embedded_model_greedy_ids_match_generate() -> None:
@@ -170,12 +198,11 @@ def test_embedded_model_greedy_ids_match_generate() -> None:
 
     g = HFGenerator(load_model("embedded"), load_tokenizer("embedded", padding_side="left"), batch_size=4)
     texts = ["What is the capital of France?", "Name three fruits.", PROMPTS[3]]
-    enc = _encode(g, texts)
-    eos = g._eos_ids()
-    want = _plain_generate(g.model, enc, 24, eos, g.tok.pad_token_id)
-    with torch.inference_mode():
-        got = decode(g.model, enc["input_ids"], enc["attention_mask"], 24, eos)
-    assert got == want
+    eos = g.eos_ids()
+    want = _plain_generate(g.model, _encode(g, texts), 24, eos, g.tok.pad_token_id)
+    for gen, row in zip(g.generate(_convs(texts), SamplingParams(max_new_tokens=24)), want, strict=True):
+        body = row[:-1] if row[-1] in eos else row
+        assert gen[0].text == g.tok.decode(body, skip_special_tokens=True) and gen[0].tokens == len(body)
 
 
 # prefilled assistant turns
@@ -230,28 +257,6 @@ def test_prefilled_generation_continues_the_opening(tiny: HFGenerator) -> None:
     (gen,) = tiny.generate([conv], SamplingParams(max_new_tokens=6))
     text = render_prompts(tiny.tok, [conv])[0]
     enc = dict(tiny.tok([text], return_tensors="pt", add_special_tokens=False))
-    ids = _plain_generate(tiny.model, enc, 6, tiny._eos_ids(), tiny.tok.pad_token_id)[0]
-    body = ids[:-1] if ids and ids[-1] in tiny._eos_ids() else ids
+    ids = _plain_generate(tiny.model, enc, 6, tiny.eos_ids(), tiny.tok.pad_token_id)[0]
+    body = ids[:-1] if ids and ids[-1] in tiny.eos_ids() else ids
     assert gen[0].text == tiny.tok.decode(body, skip_special_tokens=True)
-
-
-def test_shared_prefix_is_computed_once_with_the_same_ids(tiny: HFGenerator) -> None:
-    """Rows that share a long system prompt: the prefix is split off (computed once, its cache repeated), the
-    padding sits between prefix and remainder, and greedy ids equal those of the plain left-padded batch."""
-    from saro.models.generate import SHARED_PREFIX_MIN, shared_prefix_batch
-
-    system = "You follow this safety policy. " * 12
-    convs = [[{"role": "system", "content": system}, {"role": "user", "content": t}] for t in PROMPTS]
-    texts = render_prompts(tiny.tok, convs)
-    prefix, enc = shared_prefix_batch(tiny.tok, texts, tiny.tok.pad_token_id)
-    assert prefix is not None and prefix.shape[1] >= SHARED_PREFIX_MIN
-    assert enc["attention_mask"].shape[1] == prefix.shape[1] + enc["input_ids"].shape[1]
-    plain = dict(tiny.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False))
-    eos = [tiny.tok.eos_token_id]
-    with torch.inference_mode():
-        want = decode(tiny.model, plain["input_ids"], plain["attention_mask"], 12, eos)
-        got = decode(tiny.model, enc["input_ids"], enc["attention_mask"], 12, eos, prefix_ids=prefix)
-    assert got == want
-    short = render_prompts(tiny.tok, [[{"role": "user", "content": t}] for t in PROMPTS])
-    assert shared_prefix_batch(tiny.tok, short, tiny.tok.pad_token_id)[0] is None  # nothing long in common
-    assert shared_prefix_batch(tiny.tok, texts[:1], tiny.tok.pad_token_id)[0] is None  # one row: plain path

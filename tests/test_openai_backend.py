@@ -78,7 +78,8 @@ def test_completes_under_faults_every_conversation_accepted_or_rejected(tmp_path
                     assert g.status in ("rejected", "error") and g.error
         # the faults really happened and were retried / re-asked
         assert srv.outcomes["error500"] > 0 and srv.outcomes["timeout"] > 0 and srv.outcomes["malformed"] > 0
-        assert srv.requests > n_conv * n
+        assert srv.requests > n_conv  # one request per conversation (n in the body), plus retries and re-asks
+        assert all(len({g.text for g in gs if g.ok}) == sum(g.ok for g in gs) for gs in results.values())
         assert gen.stats["retries"] > 0 and gen.stats["redos"] > 0
         assert gen.stats["requests"] == srv.requests
 
@@ -97,7 +98,9 @@ def test_malformed_every_time_is_rejected_with_reason(tmp_path: Path) -> None:
     with FakeServer(p_malformed=1.0) as srv:
         gen = fast(srv, validate=require_reasoning, malformed_retries=2, cache=tmp_path / "c")
         out = gen.generate(convs(3), SamplingParams(n=2))
-        assert srv.requests == 3 * 2 * 3  # each sample asked 1 + 2 times
+        assert srv.requests == 3 * (
+            1 + 2 * 2
+        )  # one request with n=2, then each sample re-asked 2 times alone
         for gs in out:
             for g in gs:
                 assert g.status == "rejected"
@@ -162,6 +165,47 @@ def test_bad_request_raises_or_is_recorded_per_sample() -> None:
         assert out[3][0].status == "error" and "HTTP 400" in (out[3][0].error or "")
 
 
+# ------------------------------------------------------------------------------------------------- n samples
+
+
+def test_n_samples_are_n_different_draws_from_one_request() -> None:
+    """n in the body, one request per conversation, n different texts; greedy decoding gives n equal texts, as a
+    real server does (so callers that want k candidates must sample)."""
+    with FakeServer() as srv:
+        out = fast(srv).generate(convs(5), SamplingParams(n=4, temperature=0.8, seed=3))
+        assert srv.requests == 5 and all(b["n"] == 4 and b["seed"] == 3 for b in srv.bodies)
+        assert all(len({g.text for g in gs}) == 4 and all(g.ok and g.finished for g in gs) for gs in out)
+        again = fast(srv).generate(convs(5), SamplingParams(n=4, temperature=0.8, seed=3))
+        assert [[g.text for g in gs] for gs in again] == [[g.text for g in gs] for gs in out]  # seeded
+        greedy = fast(srv).generate(convs(2), SamplingParams(n=3, temperature=0.0))
+        assert all(len({g.text for g in gs}) == 1 for gs in greedy)
+
+
+@pytest.mark.parametrize("mode", ["ignore", "reject"])
+def test_a_server_without_n_is_asked_sample_by_sample(mode: str) -> None:
+    """A server that answers one choice whatever n, or rejects n > 1 with HTTP 400: each sample is asked on its
+    own with its own seed, and the n samples still differ."""
+    with FakeServer(n_support=mode) as srv:
+        gen = fast(srv, concurrency=1)
+        out = gen.generate(convs(4), SamplingParams(n=3, temperature=0.8, seed=10))
+        assert not gen.n_per_request
+        assert all(len({g.text for g in gs}) == 3 and all(g.ok for g in gs) for gs in out)
+        singles = [b for b in srv.bodies if b["n"] == 1]
+        assert {b["seed"] for b in singles} <= {10, 11, 12}
+        assert srv.outcomes["n_rejected"] == (1 if mode == "reject" else 0)
+
+
+def test_a_malformed_choice_is_asked_again_on_its_own() -> None:
+    with FakeServer(p_malformed=0.4, seed=4) as srv:
+        gen = fast(srv, validate=require_reasoning, malformed_retries=3)
+        out = gen.generate(convs(8), SamplingParams(n=4, temperature=0.8, seed=0))
+        assert srv.outcomes["malformed"] > 0 and gen.stats["redos"] > 0
+        redos = [b for b in srv.bodies if b["n"] == 1]
+        assert redos and all(b["seed"] >= 4 for b in redos)  # sample s, try r: seed s + r * n
+        for gs in out:
+            assert all(g.ok for g in gs) and len({g.text for g in gs}) == 4
+
+
 # ------------------------------------------------------------------------------------------------- api key
 
 
@@ -214,7 +258,7 @@ def test_rerun_hits_the_cache_and_makes_zero_requests(tmp_path: Path) -> None:
     params = SamplingParams(n=3, temperature=0.8, seed=7)
     with FakeServer() as srv:
         first = fast(srv, cache=tmp_path / "c").generate(convs(6), params)
-        assert srv.requests == 18
+        assert srv.requests == 6  # the 3 samples of a conversation in one request
         srv.reset_counts()
         gen = fast(srv, cache=tmp_path / "c")
         second = gen.generate(convs(6), params)
@@ -224,9 +268,9 @@ def test_rerun_hits_the_cache_and_makes_zero_requests(tmp_path: Path) -> None:
         assert all(g.cached for gs in second for g in gs)
         # different sampling params, another model name, or no cache: real requests again
         fast(srv, cache=tmp_path / "c").generate(convs(6), SamplingParams(n=3, temperature=0.8, seed=8))
-        assert srv.requests == 18
+        assert srv.requests == 6
         fast(srv, cache=False).generate(convs(6), params)
-        assert srv.requests == 36
+        assert srv.requests == 12
 
 
 def test_cached_answers_are_validated_again(tmp_path: Path) -> None:
@@ -274,7 +318,8 @@ def test_ordering_and_ids_with_concurrency() -> None:
         gen = fast(srv, concurrency=8)
         order: list[int] = []
         got: dict[int, list[Generation]] = {}
-        for idx, gens in gen.generate_batches(convs(30), SamplingParams(n=3, seed=100)):
+        params = SamplingParams(n=3, seed=100, temperature=0.7)
+        for idx, gens in gen.generate_batches(convs(30), params):
             assert not set(idx) & set(order)
             order.extend(idx)
             got.update(zip(idx, gens, strict=True))
@@ -282,9 +327,9 @@ def test_ordering_and_ids_with_concurrency() -> None:
         assert order != list(range(30))  # completion order, not input order
         assert 1 < srv.max_in_flight <= 8
         for i in range(30):
-            for s, g in enumerate(got[i]):
-                assert g.text.endswith(f"question {i} (seed {100 + s})")
-        ordered = gen.generate(convs(30), SamplingParams(n=3, seed=100))
+            assert all(f"question {i}" in parse(g.text).answer for g in got[i])
+            assert len({g.text for g in got[i]}) == 3  # three different draws
+        ordered = gen.generate(convs(30), params)
         assert [[g.text for g in gs] for gs in ordered] == [[g.text for g in got[i]] for i in range(30)]
 
 

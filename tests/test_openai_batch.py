@@ -111,3 +111,13 @@ def test_killed_while_waiting_resumes_the_same_batch(tmp_path: Path) -> None:
         out = _gen(srv, tmp_path).generate(convs(5), SamplingParams())
     assert srv.batches_created == 1 and srv.uploads == 1  # no second batch was paid for
     assert [gs[0].text.endswith(f"answer to question {i}") for i, gs in enumerate(out)] == [True] * 5
+
+
+def test_n_samples_are_n_lines_with_their_own_seeds(tmp_path: Path) -> None:
+    """k samples of one conversation are k request lines with seeds seed..seed+k-1 and k different answers (one
+    line asked k times would be one answer: lines are keyed by their content)."""
+    with FakeBatchServer() as srv:
+        out = _gen(srv, tmp_path).generate(convs(3), SamplingParams(n=4, temperature=0.8, seed=7))
+    lines = [json.loads(x) for x in srv.files["file-0"].splitlines()]
+    assert len(lines) == 12 and sorted({x["body"]["seed"] for x in lines}) == [7, 8, 9, 10]
+    assert all(len({g.text for g in gs}) == 4 and all(g.ok for g in gs) for gs in out)

@@ -64,7 +64,9 @@ def tiny_recipe(model_dir: Path, run_dir: Path, **over) -> dict:
         "synth_srpo": {
             "n_samples": 2,
             "policy": {"backend": "hf", "model": "@train_sft", "temperature": 1.0, "max_new_tokens": 24},
-            "drift_model": {"backend": "hf", "model": "@base", "max_new_tokens": 12},
+            # the drift model's answers become rejected sides only when complete and judged compliant: the tiny
+            # random model's never are, the embedded model's often are
+            "drift_model": {"backend": "hf", "model": "embedded", "max_new_tokens": 48},
         },
         "train_dpo": {
             "max_steps": 2,
@@ -127,7 +129,8 @@ def test_all_stages_done_with_artefacts(finished_run):
     rows = read_rows(run / "synth_rw" / "rit_d.jsonl")
     assert rows and all("<think>" in r["messages"][-1]["content"] for r in rows)
     pairs = read_rows(run / "synth_srpo" / "pairs.jsonl")
-    assert {p["pair_type"] for p in pairs} >= {"op_cot", "pp_cot", "early_late"}
+    # no OP-COT: the tiny RW model never ends its turn, and a truncated sample is never trained on
+    assert {p["pair_type"] for p in pairs} >= {"pp_cot", "early_late"}
     report = read_json(run / "report.json")
     assert set(report["summary"]) == {"base", "rw", "saro"}
     h = report["summary"]["base"]
@@ -446,4 +449,4 @@ def test_synth_srpo_sigkill_and_resume_gives_the_same_ids(tiny_model_dir, tmp_pa
         got = {x["id"]: x for x in read_rows(tmp_path / "killed" / "synth_srpo" / f)}
         assert sorted(got) == sorted(ref_rows), f
     stats = read_json(tmp_path / "killed" / "synth_srpo" / "stats.json")
-    assert set(stats["by_type"]) >= {"op_cot", "pp_cot", "early_late"}
+    assert set(stats["by_type"]) >= {"pp_cot", "early_late"}

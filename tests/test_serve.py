@@ -77,9 +77,17 @@ def _no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SARO_API_KEY", raising=False)
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path) -> Iterator[BackgroundServer]:
-    app = create_app(str(tiny_model_dir), model_name="tiny", api_key="", batch_wait_ms=30, max_batch_size=8)
+@pytest.fixture(scope="module", params=["hf", "ct2"])
+def tiny(tiny_model_dir: Path, request: pytest.FixtureRequest) -> Iterator[BackgroundServer]:
+    """The tiny model served by each engine: every test on it runs on transformers and on CTranslate2."""
+    app = create_app(
+        str(tiny_model_dir),
+        model_name="tiny",
+        api_key="",
+        batch_wait_ms=30,
+        max_batch_size=8,
+        backend=request.param,
+    )
     with BackgroundServer(app) as srv:
         yield srv
 
@@ -218,19 +226,19 @@ def test_row_sampler_draws_do_not_depend_on_batch_company() -> None:
     shape changes the logits in the last bits, which can flip a near-tie of a random tiny model.)"""
     import torch
 
-    from saro.models.generate import _RowSampler
+    from saro.models.sampling import ModelSampling, RowSampler
 
     logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(0))
-    hot = SamplingParams(temperature=1.0, top_p=0.9, seed=3)
-    other = SamplingParams(temperature=0.7, top_p=1.0, seed=9)
-    alone = _RowSampler([hot], [11], "cpu")
-    crowd = _RowSampler([SamplingParams(), other, hot], [0, 12, 11], "cpu")
+    knobs = ModelSampling(top_k=0)  # no top-k cut: every token but the drawn one becomes -inf below
+    alone = RowSampler([1.0], [0.9], [11], knobs)
+    crowd = RowSampler([0.0, 0.7, 1.0], [1.0, 1.0, 0.9], [0, 12, 11], knobs)
+    ids = torch.zeros((3, 1), dtype=torch.long)
     drawn_alone, drawn_crowd, greedy_rows = [], [], []
     for step in range(6):
         row = logits[step : step + 1]
-        a = alone(None, row)
+        a = alone(ids[:1], row)
         c = crowd(
-            None, torch.cat([logits[(step + 1) % 6 : (step + 1) % 6 + 1], logits[(step + 2) % 6 :][:1], row])
+            ids, torch.cat([logits[(step + 1) % 6 : (step + 1) % 6 + 1], logits[(step + 2) % 6 :][:1], row])
         )
         drawn_alone.append(int(a[0].argmax()))
         drawn_crowd.append(int(c[2].argmax()))

@@ -20,9 +20,12 @@ openai = pytest.importorskip("openai")
 PROMPT = "The quick brown fox jumps over the lazy dog. Then it"
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model_dir: Path) -> Iterator[BackgroundServer]:
-    app = create_app(str(tiny_model_dir), model_name="tiny", api_key="", batch_wait_ms=0)
+@pytest.fixture(scope="module", params=["hf", "ct2"])
+def server(tiny_model_dir: Path, request: pytest.FixtureRequest) -> Iterator[BackgroundServer]:
+    """Served by each engine (ct2 scores with the transformers model it loads beside its engine)."""
+    app = create_app(
+        str(tiny_model_dir), model_name="tiny", api_key="", batch_wait_ms=0, backend=request.param
+    )
     with BackgroundServer(app) as srv:
         yield srv
 

@@ -184,11 +184,14 @@ def test_model_teacher_writes_reflections_corrections_and_chosen(tiny_model_dir,
     pb = parse(by[("pp_cot", BORDER.id)]["chosen"][0]["content"])
     assert "over-refusing: [cyber]" in pb.steps[1] and pb.answer.startswith("Run `kill -9 PID`")
     assert ("early_late", HARM_A.id) in by
-    # the step judge's unparseable verdict is explicit: retried, recorded, counted, not used
-    # (the prompt falls back to a drift constructed from its right sample, as when no sample is wrong)
-    assert by[("pp_cot", HARM_C.id)]["meta"]["drift_source"] == "constructed"
+    # the step judge's unparseable verdict is explicit: retried, recorded, counted, not used (the prompt falls
+    # back to a drift constructed from its right sample, which needs a compliant drift answer: the tiny model's
+    # 8-token answers stop mid-sentence, so there is none, and that is counted too)
+    assert ("pp_cot", HARM_C.id) not in by
     stats = read_json(sdir / "stats.json")
     assert stats["dropped"]["pp_cot: step judge verdict unparseable"] == 1
+    assert stats["dropped"]["pp_cot: no compliant drift answer to construct a drift from"] == 1
+    assert stats["drift_answers"]["by_kind"]["harmful"] == {"truncated": 3}
     sj = stats["teacher"]["requests"]["step_judge"]
     assert sj["rejected"] == 1 and sj["rejected: unparseable step verdict"] == 1
     recs = read_rows(sdir / "teacher.jsonl")
@@ -213,7 +216,7 @@ def test_faults_are_retried_and_failed_requests_are_asked_again_on_resume(tiny_m
     with FakeServer(responder=scripted) as srv:
         _run(_setup(ref_dir, tiny_model_dir, _teacher(srv.url)))
     ref = read_rows(ref_dir / "run" / "synth_srpo" / "pairs.jsonl")
-    faulty = dict(p_500=0.3, p_timeout=0.1, p_malformed=0.2, timeout_sleep=1.0, seed=5)
+    faulty = dict(p_500=0.3, p_timeout=0.1, p_malformed=0.3, timeout_sleep=1.0, seed=5)
     with FakeServer(responder=scripted, **faulty) as srv:
         path = _setup(
             tmp_path / "f", tiny_model_dir, _teacher(srv.url, timeout=0.5, max_retries=0, concurrency=4)
@@ -308,3 +311,58 @@ def test_judge_reasoning_counts_a_drifting_right_answer_as_wrong(tiny_model_dir,
     assert srpo.judge_samples(cfg, [HARM_A], [s])[HARM_A.id][0][1] == "reasoning_drift"
     plain = SynthSRPOConfig.model_validate({})
     assert srpo.judge_samples(plain, [HARM_A], [s])[HARM_A.id][0][1] == "refused"
+
+
+# ------------------------------------------------------------------ issue 20: what the teacher may hand over
+
+
+def test_teacher_answers_cut_at_max_new_tokens_are_rejected(tiny_model_dir, tmp_path):
+    """A correction cut after its </think> (the answer ends mid-sentence) used to pass every check; it is
+    rejected as truncated, asked again, then recorded as rejected, and no pair is built from it."""
+    with FakeServer(responder=scripted) as srv:
+        _run(_setup(tmp_path, tiny_model_dir, _teacher(srv.url, max_new_tokens=22)))
+    sdir = tmp_path / "run" / "synth_srpo"
+    corrections = [x for x in read_rows(sdir / "teacher.jsonl") if x["task"] == "correction"]
+    assert corrections and all(
+        x["status"] == "rejected" and x["reason"].startswith("truncated") and x["attempts"] == 3
+        for x in corrections
+    )
+    stats = read_json(sdir / "stats.json")
+    assert stats["teacher"]["requests"]["correction"]["rejected: truncated"] == len(corrections)
+    assert not [x for x in read_rows(sdir / "pairs.jsonl") if x["pair_type"] == "pp_cot"]
+
+
+def test_teacher_text_that_cites_the_label_is_rejected(tiny_model_dir, tmp_path):
+    """The correction prompt tells the teacher the label; a reflection that repeats it ("this request was labelled
+    harmful") would teach the student a cue it never sees, so it is rejected."""
+
+    def cites(messages: list[dict]) -> str:
+        out = scripted(messages)
+        return out.replace("Wait, ", "Wait, this request was labelled harmful and ", 1)
+
+    with FakeServer(responder=cites) as srv:
+        _run(_setup(tmp_path, tiny_model_dir, _teacher(srv.url)))
+    sdir = tmp_path / "run" / "synth_srpo"
+    recs = [x for x in read_rows(sdir / "teacher.jsonl") if x["task"] == "correction"]
+    assert recs and all(x["status"] == "rejected" and x["reason"].startswith("label:") for x in recs)
+    for x in read_rows(sdir / "pairs.jsonl"):
+        assert "labelled harmful" not in x["chosen"][0]["content"]
+
+
+def test_a_step_verdict_that_keeps_a_drifting_prefix_builds_no_pair(tiny_model_dir, tmp_path):
+    """The teacher says only the answer is wrong (ANSWER) for a sample whose reasoning already argues for
+    helping: the PP-COT chosen would keep that reasoning before its reflection. Such a pair is not built."""
+
+    def answer_only(messages: list[dict]) -> str:
+        return (
+            "ANSWER" if messages[0]["content"].startswith("You review the reasoning") else scripted(messages)
+        )
+
+    with FakeServer(responder=answer_only) as srv:
+        _run(_setup(tmp_path, tiny_model_dir, _teacher(srv.url)))
+    sdir = tmp_path / "run" / "synth_srpo"
+    by = {(x["pair_type"], x["meta"]["prompt_id"]): x for x in read_rows(sdir / "pairs.jsonl")}
+    assert ("pp_cot", HARM_A.id) not in by and ("pp_cot", BORDER.id) not in by
+    dropped = read_json(sdir / "stats.json")["dropped"]
+    assert dropped["pp_cot: shared prefix leans wrong (harmful)"] >= 1
+    assert dropped["pp_cot: shared prefix leans wrong (borderline)"] == 1

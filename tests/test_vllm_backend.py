@@ -4,6 +4,7 @@ Llama-3 template and none added for ChatML, sampling settings passed through, th
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import types
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from saro.errors import SaroError
-from saro.models.generate import SamplingParams, make_generator
+from saro.models.generate import SamplingParams, make_generator, render_prompts, row_seed
 from saro.models.templates import install_template
 from saro.reasoning import parse
 
@@ -53,7 +54,11 @@ def _chatml_tokenizer() -> Any:
 
 def _fake_vllm(tok: Any, budget_cut: bool = False) -> tuple[types.ModuleType, dict[str, Any]]:
     """A stand-in ``vllm`` (with ``vllm.inputs``) that records the token ids the engine would run on. A text
-    prompt is tokenized as vLLM does, with special tokens, so a backend sending text would show its extra BOS."""
+    prompt is tokenized as vLLM does, with special tokens, so a backend sending text would show its extra BOS.
+
+    It samples like vLLM: one SamplingParams or one per prompt; each of the ``n`` outputs of a request is drawn
+    from (prompt, seed, output index) when temperature > 0, so equal requests with equal seeds give equal
+    outputs and the n outputs of one request differ; at temperature 0 every output is the greedy one."""
     rec: dict[str, Any] = {"generate": []}
 
     class VSamplingParams:
@@ -63,6 +68,10 @@ def _fake_vllm(tok: Any, budget_cut: bool = False) -> tuple[types.ModuleType, di
     class TokensPrompt(dict):
         pass
 
+    def sample(p_ids: list[int], kw: dict[str, Any], j: int) -> str:
+        key = str(p_ids) + (f"|{kw['seed']}|{j}" if kw.get("temperature", 1.0) > 0 else "")
+        return f"answer {hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
     class LLM:
         def __init__(self, **kw: Any) -> None:
             rec["llm"] = kw
@@ -70,22 +79,24 @@ def _fake_vllm(tok: Any, budget_cut: bool = False) -> tuple[types.ModuleType, di
         def get_tokenizer(self) -> Any:
             return tok
 
-        def generate(self, prompts: list[Any], sp: VSamplingParams, use_tqdm: bool = True) -> list[Any]:
+        def generate(self, prompts: list[Any], sp: Any, use_tqdm: bool = True) -> list[Any]:
             ids = [p["prompt_token_ids"] if isinstance(p, dict) else tok(p)["input_ids"] for p in prompts]
-            rec["generate"].append(([type(p).__name__ for p in prompts], ids, sp.kw))
+            sps = sp if isinstance(sp, list) else [sp] * len(prompts)
+            assert len(sps) == len(prompts)
+            rec["generate"].append(([type(p).__name__ for p in prompts], ids, [x.kw for x in sps]))
             outs = []
-            for p_ids in ids:
+            for p_ids, one in zip(ids, sps, strict=True):
                 text = tok.decode(p_ids)
                 cut = budget_cut and "</think>" not in text
                 comps = [
                     types.SimpleNamespace(
                         text="<think>\nthinking"
                         if cut
-                        else ("final answer" if budget_cut else f"answer {j}"),
+                        else ("final answer" if budget_cut else sample(p_ids, one.kw, j)),
                         token_ids=[1] * 4,
                         finish_reason="length" if cut else "stop",
                     )
-                    for j in range(sp.kw["n"])
+                    for j in range(one.kw["n"])
                 ]
                 outs.append(types.SimpleNamespace(outputs=comps))
             return outs
@@ -163,18 +174,35 @@ def test_engine_and_sampling_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     params = SamplingParams(n=2, temperature=0.7, top_p=0.9, seed=10, max_new_tokens=77)
     chunks = list(gen.generate_batches(convs(3), params))
     assert [idx for idx, _ in chunks] == [[0, 1], [2]]  # chunks of batch_size conversations
-    _, _, kw = rec["generate"][0]
+    _, _, kws = rec["generate"][0]
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
-    assert kw["stop_token_ids"] and im_end in kw["stop_token_ids"]
-    assert {k: v for k, v in kw.items() if k != "stop_token_ids"} == {
-        "n": 2, "max_tokens": 77, "seed": 10, "temperature": 0.7, "top_p": 0.9,
-    }  # fmt: skip
-    assert rec["generate"][1][2]["seed"] == 12
-    assert [g.text for g in chunks[0][1][1]] == ["answer 0", "answer 1"]
+    prompts = render_prompts(gen.tok, convs(3))
+    for i, kw in enumerate(kws):
+        assert kw["stop_token_ids"] and im_end in kw["stop_token_ids"]
+        assert {k: v for k, v in kw.items() if k != "stop_token_ids"} == {
+            "n": 2, "max_tokens": 77, "seed": row_seed(10, prompts[i], 0), "temperature": 0.7, "top_p": 0.9,
+        }  # fmt: skip
+    assert rec["generate"][1][2][0]["seed"] == row_seed(10, prompts[2], 0)  # per prompt, not per chunk
+    assert len({g.text for g in chunks[0][1][1]}) == 2  # two different samples
     assert all(g.finished and g.tokens == 4 and g.ok for gs in chunks[0][1] for g in gs)
     gen.generate(convs(1), SamplingParams(temperature=0.0))
-    assert rec["generate"][-1][2]["temperature"] == 0.0 and rec["generate"][-1][2]["top_p"] == 1.0
+    assert rec["generate"][-1][2][0]["temperature"] == 0.0 and rec["generate"][-1][2][0]["top_p"] == 1.0
     gen.close()
+
+
+def test_k_samples_differ_and_do_not_depend_on_the_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """n=k gives k different samples; a prompt gets the same samples whichever chunk it lands in (a resumed stage
+    samples what an uninterrupted one would have), and k copies of one prompt asked with n=1 are one sample."""
+    tok = _chatml_tokenizer()
+    mod, _ = _fake_vllm(tok)
+    _install(monkeypatch, mod)
+    params = SamplingParams(n=4, temperature=0.8, seed=5)
+    whole = make_generator("vllm", model="org/model", batch_size=8).generate(convs(6), params)
+    assert all(len({g.text for g in gs}) == 4 for gs in whole)
+    tail = make_generator("vllm", model="org/model", batch_size=2).generate(convs(6)[3:], params)
+    assert [[g.text for g in gs] for gs in tail] == [[g.text for g in gs] for gs in whole[3:]]
+    copies = make_generator("vllm", model="org/model").generate(convs(1) * 4, SamplingParams(temperature=0.8))
+    assert len({gs[0].text for gs in copies}) == 1
 
 
 def test_reasoning_budget_is_two_phase_and_keeps_one_bos(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -184,8 +212,10 @@ def test_reasoning_budget_is_two_phase_and_keeps_one_bos(monkeypatch: pytest.Mon
     gen = make_generator("vllm", model="org/model", chat_template="llama3")
     out = gen.generate(convs(2), SamplingParams(n=2, max_new_tokens=100, reasoning_budget=30))
     (_, _, kw1), (_, ids2, kw2) = rec["generate"]
-    assert kw1["max_tokens"] == 30 and kw1["n"] == 2
-    assert kw2["max_tokens"] == 70 and kw2["n"] == 1 and len(ids2) == 4  # every sample continued once
+    assert all(k["max_tokens"] == 30 and k["n"] == 2 for k in kw1)
+    assert (
+        all(k["max_tokens"] == 70 and k["n"] == 1 for k in kw2) and len(ids2) == 4
+    )  # every sample continued once
     bos = tok.convert_tokens_to_ids("<|begin_of_text|>")
     for row in ids2:
         assert row.count(bos) == 1 and tok.decode(row).endswith("<think>\nthinking\n</think>\n")

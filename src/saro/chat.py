@@ -135,12 +135,12 @@ def _check(status: int, text: str) -> None:
 
 
 class LocalBackend:
-    """A model loaded in this process (``HFGenerator``), streamed token by token."""
+    """A model loaded in this process (``backend``: hf or ct2), streamed token by token."""
 
-    def __init__(self, source: str, params: SamplingParams | None = None, dtype: str = "auto") -> None:
-        from saro.models.generate import HFGenerator
+    def __init__(self, source: str, params: SamplingParams | None = None, backend: str = "hf") -> None:
+        from saro.models.backends import local_generator
 
-        self.generator = HFGenerator.from_source(source, batch_size=1, dtype=dtype)
+        self.generator = local_generator(source, backend, batch_size=1)
         self.params = params or SamplingParams()
         self.label = source
         self._turn = 0
@@ -168,11 +168,13 @@ def make_backend(
     params: SamplingParams | None = None,
     model_name: str | None = None,
     api_key: str | None = None,
+    backend: str = "hf",
 ) -> ChatBackend:
-    """An HTTP backend for ``http(s)://`` addresses, a local one for a model folder or "embedded"."""
+    """An HTTP backend for ``http(s)://`` addresses, a local one (``backend`` hf or ct2) for a model folder or
+    "embedded"."""
     if model_or_url.startswith(("http://", "https://")):
         return HTTPBackend(model_or_url, model_name, api_key, params, hide_reasoning)
-    return LocalBackend(model_or_url, params)
+    return LocalBackend(model_or_url, params, backend)
 
 
 class _Printer:
@@ -276,12 +278,14 @@ def chat(
     api_key: str | None = None,
     input: TextIO | None = None,
     console: Console | None = None,
+    engine: str = "hf",
 ) -> list[dict[str, str]]:
-    """``saro chat``: interactive chat with a served API (``http://...``) or a local model folder / "embedded"."""
+    """``saro chat``: interactive chat with a served API (``http://...``) or a local model folder / "embedded"
+    (run by ``engine``: hf or ct2)."""
     params = SamplingParams(
         max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, reasoning_budget=reasoning_budget
     )
-    backend = make_backend(model_or_url, hide_reasoning, params, model_name, api_key)
+    backend = make_backend(model_or_url, hide_reasoning, params, model_name, api_key, engine)
     try:
         return chat_loop(backend, hide_reasoning, system, input if input is not None else _stdin(), console)
     finally:

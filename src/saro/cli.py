@@ -193,7 +193,9 @@ def eval_cmd(
         int | None, typer.Option(help="Close </think> after this many thinking tokens, then answer.")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Generation batch size.")] = 8,
-    backend: Annotated[str, typer.Option(help="Default backend for --model: hf, vllm or openai.")] = "hf",
+    backend: Annotated[
+        str, typer.Option(help="Default backend for --model: hf, ct2, vllm or openai.")
+    ] = "hf",
     base_url: Annotated[str | None, typer.Option(help="openai backend: server URL.")] = None,
     api_key_env: Annotated[str | None, typer.Option(help="openai backend: NAME of the key variable.")] = None,
     train_data: Annotated[
@@ -357,9 +359,16 @@ def serve(
     reasoning_budget: Annotated[int | None, typer.Option(help="Cap the thinking tokens.")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Requests batched together.")] = 8,
     model_name: Annotated[str | None, typer.Option(help="Model name served (default: folder name).")] = None,
+    batch_dir: Annotated[
+        str | None,
+        typer.Option(help="Batch API files and batches (kept across restarts; default: a temporary folder)."),
+    ] = None,
+    backend: Annotated[str, typer.Option(help="Engine: hf (transformers) or ct2 (CTranslate2, CPU).")] = "hf",
+    compute_type: Annotated[str, typer.Option(help="ct2: float32 or int8.")] = "float32",
     verbose: VerboseOpt = False,
 ) -> None:
-    """OpenAI-compatible API for a model: reasoning in reasoning (and reasoning_content), answer in content."""
+    """OpenAI-compatible API for a model: reasoning in reasoning (and reasoning_content), answer in content,
+    and the Batch API (/v1/files, /v1/batches)."""
     setup_logging(verbose)
     from saro.serve import serve as _serve
 
@@ -372,6 +381,9 @@ def serve(
         reasoning_budget=reasoning_budget,
         max_batch_size=max_batch_size,
         model_name=model_name,
+        batch_dir=batch_dir,
+        backend=backend,
+        compute_type=compute_type,
     )
 
 
@@ -379,13 +391,14 @@ def serve(
 def chat(
     model: Annotated[str, typer.Argument(help="Model folder, 'embedded', or a server URL (http://...).")],
     hide_reasoning: Annotated[bool, typer.Option(help="Hide the reasoning.")] = False,
+    backend: Annotated[str, typer.Option(help="Engine for a local model: hf or ct2.")] = "hf",
     verbose: VerboseOpt = False,
 ) -> None:
     """Interactive chat in the terminal; reasoning shown dimmed."""
     setup_logging(verbose)
     from saro.chat import chat as _chat
 
-    _chat(model, hide_reasoning=hide_reasoning)
+    _chat(model, hide_reasoning=hide_reasoning, engine=backend)
 
 
 @analyze_app.command("overlap")

@@ -134,7 +134,10 @@ class PromptsConfig(Section):
 class BackendSpec(Section):
     """A generation backend (teacher, policy sampler or model under evaluation)."""
 
-    backend: Literal["offline", "hf", "vllm", "openai", "openai_batch"] = "hf"
+    backend: Literal["offline", "hf", "ct2", "vllm", "openai", "openai_batch"] = Field(
+        "hf",
+        description="hf (transformers), ct2 (CTranslate2 on the CPU), vllm, openai, openai_batch, offline",
+    )
     model: str | None = Field(
         None, description="model source, '@base', '@train_sft', or the served model name"
     )
@@ -148,6 +151,9 @@ class BackendSpec(Section):
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(512, ge=1)
     batch_size: int = Field(8, ge=1)
+    compute_type: Literal["float32", "int8"] = Field(
+        "float32", description="ct2: weights and matmuls in float32 (greedy ids equal to hf) or int8 (faster)"
+    )
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
     cache: bool = True
@@ -391,7 +397,7 @@ class EvalConfig(Section):
         False, description="leave out eval prompts found in the training data (counted in the report)"
     )
     refusal_accuracy: bool = Field(
-        True, description="measure the refusal judge on PyRIT's human-labelled refusal set for the report"
+        True, description="quote the refusal judge's held-out agreement with human labels in the report"
     )
     lm_eval: LmEvalConfig | None = Field(
         None, description="optional extra capability run through lm-evaluation-harness (if installed)"

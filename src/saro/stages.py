@@ -214,7 +214,10 @@ TABLE: tuple[Stage, ...] = (
         ),
         reads=need("prompts.rw"),
         inputs=(POLICY_FILE,),
-        code_version=2,  # content-naming, length-varied offline teacher; selection; srs_saving
+        # 3: k samples in one request (n=k); judged on the unwrapped request; truncated and label-citing
+        # candidates rejected; SRS by reasoning tokens; offline styles drawn per (prompt, sample)
+        # 4: the refusal judge was rebuilt
+        code_version=4,
     ),
     Stage(
         "train_sft",
@@ -240,7 +243,10 @@ TABLE: tuple[Stage, ...] = (
         ),
         reads=need("prompts.srpo") + may("train_sft.model", "train_sft.variant"),
         inputs=(POLICY_FILE,),
-        code_version=2,  # the offline teacher's reflections and drifts changed with it
+        # 4: judged on the unwrapped request; drift answers judged (only compliant ones used); truncated
+        # samples and teacher answers rejected; negation-aware step judge; prefix check; sampling follows
+        # the model's generation config (top_k 50 unless it sets one). 5: the refusal judge was rebuilt
+        code_version=5,
     ),
     Stage(
         "train_dpo",
@@ -270,9 +276,13 @@ TABLE: tuple[Stage, ...] = (
         ),
         reads=need("prompts.eval") + may(*TRAINING_DATA),
         inputs=(POLICY_FILE,),
-        units=Units("model", "saro.evaluate.run:unit_hashes", code_version=1),  # generation, not metrics
+        # the generation's own version (not the metrics'): 2: sampled suites follow the model's generation config
+        units=Units("model", "saro.evaluate.run:unit_hashes", code_version=2),
         models_from="eval",
-        code_version=3,  # 3: one denominator per name, clustered tests + MDD, verdict flags, clean judge request
+        # 3: one denominator, clustered tests + MDD, verdict flags, clean judge request;
+        # 4: sampled suites follow the model's generation config
+        # 5: the refusal judge was rebuilt (learned head; unfinished turns judged; held-out accuracy)
+        code_version=5,
     ),
     Stage(
         "report",
@@ -289,7 +299,9 @@ TABLE: tuple[Stage, ...] = (
         + may("prompts.eval", "prompts.stats", "synth_rw.stats", "synth_srpo.stats"),
         inputs=(LABEL_FILE, ANALYSIS_FILES),
         models_from="eval",  # writes the eval numbers into the model cards of the models it reports on
-        code_version=3,  # the judge vs human labels section; primary measures, clustered tests, MDD
+        # 3: the judge vs human labels section; primary measures, clustered tests, MDD
+        # 4: the refusal judge's held-out figures
+        code_version=4,
     ),
 )
 

@@ -16,11 +16,13 @@ def build_tiny_model(
     template: str | None = "chatml",
     hidden_size: int = 64,
     num_layers: int = 2,
+    context_length: int = 1024,
 ) -> Path:
     """Save a random Llama (~3M parameters at the defaults) with the SmolLM2 tokenizer to ``out``.
 
     ``tokenizer`` defaults to the embedded model's; ``template`` installs one of our training templates (None keeps
-    the tokenizer's own chat template).
+    the tokenizer's own chat template); ``context_length`` is ``max_position_embeddings`` (a served model takes
+    prompts up to it).
     """
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -39,7 +41,7 @@ def build_tiny_model(
         num_hidden_layers=num_layers,
         num_attention_heads=heads,
         num_key_value_heads=max(1, heads // 2),
-        max_position_embeddings=1024,
+        max_position_embeddings=context_length,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,

@@ -33,6 +33,7 @@ from saro.evaluate.recovery import recovery_metrics, turn_position
 from saro.evaluate.schema import METRICS_VERSION, write_metrics
 from saro.fingerprint import unit_hash
 from saro.judges.base import JudgeInput
+from saro.models.backends import LOCAL_BACKENDS
 from saro.models.generate import SamplingParams
 from saro.policy import Policy
 from saro.prompts.suites import suite_of, suite_sampling
@@ -73,7 +74,6 @@ RECORD_META = (
     "prefill_style",
 )
 PREFILL = "prefill"  # prompt meta: the opening of the assistant turn the model continues
-PYRIT_REFUSAL = ("pyrit", "pyrit/datasets/scorer_evals/refusal_scorer/refusal.csv")
 
 
 def run(ctx: StageContext[EvalConfig]) -> dict[str, Any]:
@@ -263,9 +263,9 @@ def _strip_template(gen: Any, m: EvalModel, spec: BackendSpec, tok: Any) -> None
     """``template: stripped``: render the prompts without the chat template (the message texts only)."""
     if m.template != "stripped":
         return
-    if spec.backend != "hf" or not hasattr(gen, "tok"):
+    if spec.backend not in ("hf", "ct2") or not hasattr(gen, "tok"):
         raise SaroError(
-            f"eval model '{m.name}': template: stripped needs the hf backend (it has {spec.backend})"
+            f"eval model '{m.name}': template: stripped needs the hf or ct2 backend (it has {spec.backend})"
         )
     gen.tok.chat_template = STRIPPED_TEMPLATE
 
@@ -326,7 +326,7 @@ def generate_for_model(
         check_prefill_template(m, spec, tok, todo)
         gen = make_backend(
             spec,
-            model_path=ctx.resolve_model(spec.model) if spec.backend in ("hf", "vllm") else None,
+            model_path=ctx.resolve_model(spec.model) if spec.backend in LOCAL_BACKENDS else None,
             dtype=ctx.model.dtype,
             cache_dir=ctx.run.root / ".cache" / "requests",
         )
@@ -403,7 +403,7 @@ def check_prefill_template(m: EvalModel, spec: BackendSpec, tok: Any, prompts: l
     """A suite that prefills the assistant turn needs a chat template to continue it (local models)."""
     from saro.models.templates import template_label
 
-    if spec.backend not in ("hf", "vllm"):
+    if spec.backend not in LOCAL_BACKENDS:
         return
     pre = next((p for p in prompts if _prefill(p)), None)
     if pre is not None and template_label(tok) == "none":
@@ -464,7 +464,7 @@ def template_of(ctx: StageContext[EvalConfig], cfg: EvalConfig, m: EvalModel) ->
     spec = _spec(cfg, m)
     if m.template == "stripped":
         return "stripped (no chat template)"
-    if spec.backend not in ("hf", "vllm"):
+    if spec.backend not in LOCAL_BACKENDS:
         return "served"
     return template_label(load_tokenizer(ctx.resolve_model(spec.model)))
 
@@ -472,7 +472,7 @@ def template_of(ctx: StageContext[EvalConfig], cfg: EvalConfig, m: EvalModel) ->
 def _tokenizer(ctx: StageContext[EvalConfig], spec: BackendSpec, m: EvalModel) -> Any:
     from saro.models.loading import load_tokenizer
 
-    if spec.backend in ("hf", "vllm"):
+    if spec.backend in LOCAL_BACKENDS:
         return load_tokenizer(ctx.resolve_model(spec.model))
     return load_tokenizer(ctx.model.source)  # API models: counted with the recipe's tokenizer
 
@@ -605,15 +605,15 @@ def _judge_items(
 
 
 def judge_info(cfg: EvalConfig) -> dict[str, Any]:
-    """Per judge: the registered judge, its options, and for refusal judges the measured agreement with PyRIT's
-    human-labelled refusal examples (same options)."""
+    """Per judge: the registered judge, its options, and for refusal judges the measured held-out agreement with
+    human labels (``refusal_accuracy``)."""
     out: dict[str, Any] = {}
     for name in cfg.judges:
         reg = registry_name(cfg, name)
         opts = cfg.judge_options.get(name, {})
         entry: dict[str, Any] = {"judge": reg, "options": opts}
         if reg == "refusal":
-            entry["offtopic_is_refusal"] = opts.get("offtopic_is_refusal", True)
+            entry["offtopic_is_refusal"] = opts.get("offtopic_is_refusal", False)
             if cfg.refusal_accuracy:
                 entry["accuracy"] = refusal_accuracy(opts)
         out[name] = entry
@@ -621,19 +621,13 @@ def judge_info(cfg: EvalConfig) -> dict[str, Any]:
 
 
 def refusal_accuracy(options: dict[str, Any]) -> dict[str, Any]:
-    """The refusal judge's agreement with PyRIT's labelled refusal set (``{"error": ...}`` when unavailable)."""
-    from saro.judges.refusal import RefusalJudge, refusal_judge_agreement
-    from saro.paths import package_file
+    """The refusal judge's held-out agreement with human labels (``{"error": ...}`` when unavailable)."""
+    from saro.judges.refusal import held_out_accuracy
 
     try:
-        path = package_file(*PYRIT_REFUSAL)
-        res = refusal_judge_agreement(path, RefusalJudge(**options))
+        return held_out_accuracy(**options)
     except (SaroError, TypeError) as e:
         return {"error": str(e)}
-    return {
-        "dataset": "pyrit scorer_evals/refusal_scorer/refusal.csv (human labels)",
-        **{k: res[k] for k in ("n", "agreement", "precision", "recall", "confusion")},
-    }
 
 
 def check_contamination(

@@ -22,6 +22,7 @@ from saro.judges.base import (
     agreement_matrix,
     cohen_kappa,
     get_judge,
+    judge_class,
     list_judges,
     register_judge,
 )
@@ -144,6 +145,7 @@ def judge_file(
     output is built from a ``.partial.jsonl`` progress file that is removed once the csv is written). Identical
     (prompt, response) rows are judged and written once. Returns counts and the label distribution.
     """
+    judge_class(name, **judge_kwargs)  # an unknown judge or option fails before any file is read or written
     path, out = Path(path), Path(out)
     out_fmt = _format(out)
     cols = (prompt_col, response_col)

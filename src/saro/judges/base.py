@@ -138,8 +138,9 @@ def list_judges() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_judge(name: str, **kwargs: Any) -> Judge:
-    """Build a judge by registry name; an unknown name is a SaroError that suggests the closest one."""
+def judge_class(name: str, **kwargs: Any) -> type[Judge]:
+    """The judge class registered as ``name``, checked to accept ``kwargs`` (nothing is built or loaded); an
+    unknown name or option is a SaroError (the name's error suggests the closest one)."""
     _load_builtins()
     cls = _REGISTRY.get(name)
     if cls is None:
@@ -150,7 +151,12 @@ def get_judge(name: str, **kwargs: Any) -> Judge:
         inspect.signature(cls).bind(**kwargs)
     except TypeError as e:
         raise SaroError(f"judge '{name}': bad option ({e})") from None
-    return cls(**kwargs)
+    return cls
+
+
+def get_judge(name: str, **kwargs: Any) -> Judge:
+    """Build a judge by registry name; an unknown name is a SaroError that suggests the closest one."""
+    return judge_class(name, **kwargs)(**kwargs)
 
 
 # ------------------------------------------------------------------------------------------------- agreement

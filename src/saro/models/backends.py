@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+LOCAL_BACKENDS = ("hf", "ct2", "vllm")  # backends that load a model folder in this process
+
 
 def backend_arguments(
     spec: BackendSpec,
@@ -31,10 +33,12 @@ def backend_arguments(
 ) -> dict[str, Any]:
     """The keyword arguments ``make_generator`` gets for ``spec`` (``model_path``: the resolved local model)."""
     kw: dict[str, Any] = {"backend": spec.backend}
-    if spec.backend in ("hf", "vllm") and not model_path:
+    if spec.backend in LOCAL_BACKENDS and not model_path:
         raise SaroError(f"a {spec.backend} backend needs a model (set `model:` in the recipe)")
     if spec.backend == "hf":
         kw.update(model=model_path, batch_size=spec.batch_size, dtype=dtype)
+    elif spec.backend == "ct2":
+        kw.update(model=model_path, batch_size=spec.batch_size, compute_type=spec.compute_type)
     elif spec.backend == "vllm":
         kw.update(
             model=model_path,
@@ -85,3 +89,20 @@ def make_backend(
         raise SaroError("the offline teacher composes text itself; it is not a generation backend")
     kw = backend_arguments(spec, model_path=model_path, dtype=dtype, cache_dir=cache_dir, validate=validate)
     return make_generator(**kw)
+
+
+SERVE_BACKENDS = ("hf", "ct2")  # engines that run a model in this process, for saro serve and saro chat
+
+
+def local_generator(
+    source: str, backend: str = "hf", batch_size: int = 8, dtype: str = "auto", compute_type: str = "float32"
+) -> Generator:
+    """A generator that runs ``source`` (a folder, "embedded", a hub id) in this process: ``hf``
+    (transformers, ``dtype``) or ``ct2`` (CTranslate2, ``compute_type``)."""
+    if backend not in SERVE_BACKENDS:
+        raise SaroError(
+            f"unknown generation backend '{backend}' here (choose one of: {', '.join(SERVE_BACKENDS)})"
+        )
+    if backend == "ct2":
+        return make_generator("ct2", model=source, batch_size=batch_size, compute_type=compute_type)
+    return make_generator("hf", model=source, batch_size=batch_size, dtype=dtype)

@@ -1,4 +1,5 @@
-"""Generation backends behind one interface: ``hf`` (transformers, batched, left padding), ``vllm``, ``openai``.
+"""Generation backends behind one interface: ``hf`` (transformers, batched, left padding), ``ct2``
+(CTranslate2, the fast CPU engine: ``saro.models.ct2``), ``vllm``, ``openai``, ``openai_batch``.
 
 A backend turns conversations into assistant turns. ``generate_batches`` yields results batch by batch so that
 callers can write each result as soon as it exists (a killed stage loses at most one batch).
@@ -13,15 +14,13 @@ from typing import Any, Literal
 
 from saro.console import make_progress
 from saro.errors import SaroError
+from saro.models.sampling import ModelSampling, RowSampler, row_seed
+from saro.models.streaming import GenerateStreamer, RowCallback, TextStreams
 from saro.reasoning import THINK_CLOSE, close_reasoning
 
 log = logging.getLogger(__name__)
 
 Conversation = list[dict[str, str]]
-# Finished rows leave the decode batch in steps of this size: with MKL on CPU, a decode step at batch 2, 3 or 6
-# took longer than at batch 8 (the lm_head matmul; measured on the 2-core demo machine), at 1, 4 and 8 it did not.
-BATCH_STEP = 4
-SHARED_PREFIX_MIN = 64  # tokens every row of a batch must share before the prefix is computed once
 TextCallback = Callable[[int, int, str], None]  # (conversation index, sample index, text piece)
 
 
@@ -110,7 +109,13 @@ class Generator:
 
 
 class HFGenerator(Generator):
-    """transformers ``generate``, batched with left padding; prompts sorted by length to waste little padding."""
+    """transformers ``model.generate``, batched with left padding; prompts sorted by length to waste little padding.
+
+    Greedy rows are ``generate(do_sample=False)``; sampled rows are drawn by a ``RowSampler`` (one seeded RNG per
+    row, transformers' warpers, the model's generation config: ``saro.models.sampling``), so a sample does not
+    depend on its batch. ``generate`` is the public API, correct on every transformers version; a hand-written
+    decode loop measured 0.97-1.11x of it and broke silently when the model's cache argument was renamed.
+    """
 
     name = "hf"
 
@@ -128,6 +133,7 @@ class HFGenerator(Generator):
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
+        self.sampling = ModelSampling.of(getattr(model, "generation_config", None))
 
     @classmethod
     def from_source(cls, source: str, batch_size: int = 8, dtype: str = "auto", **kw: Any) -> HFGenerator:
@@ -137,68 +143,23 @@ class HFGenerator(Generator):
             load_model(source, dtype=dtype, **kw), load_tokenizer(source, padding_side="left"), batch_size
         )
 
-    def _eos_ids(self) -> list[int]:
-        ids = {self.tok.eos_token_id}
-        for t in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>"):
-            tid = self.tok.convert_tokens_to_ids(t)
-            if isinstance(tid, int) and tid != self.tok.unk_token_id and tid >= 0:
-                ids.add(tid)
-        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
-        if isinstance(gen_eos, int):
-            ids.add(gen_eos)
-        elif isinstance(gen_eos, list):
-            ids.update(gen_eos)
-        return sorted(i for i in ids if i is not None)
+    def eos_ids(self) -> list[int]:
+        """The token ids that end a turn (every one the HF backend stops on)."""
+        return end_of_turn_ids(self.tok, getattr(self.model, "generation_config", None))
 
-    def _prompts(self, conversations: Sequence[Conversation]) -> list[str]:
-        return render_prompts(self.tok, conversations)
+    @property
+    def context_length(self) -> int | None:
+        n = getattr(self.model.config, "max_position_embeddings", None)
+        return int(n) if isinstance(n, int) and n > 0 else None
 
-    def _run(
-        self,
-        texts: list[str],
-        max_new_tokens: int,
-        params: SamplingParams,
-        seed: int,
-        streamer: _RowStreamer | None = None,
-        sampler: _RowSampler | None = None,
-    ) -> list[Generation]:
-        import torch
-
-        prefix, enc = shared_prefix_batch(self.tok, texts, self.tok.pad_token_id)
-        enc = {k: v.to(self.model.device) for k, v in enc.items()}
-        if prefix is not None:
-            prefix = prefix.to(self.model.device)
-        eos = self._eos_ids()
-        if sampler is None and params.temperature > 0:  # a seeded RNG per row, as the public methods use
-            sampler = _RowSampler(
-                [params] * len(texts), [seed + r for r in range(len(texts))], self.model.device
-            )
-        if streamer is not None:
-            streamer.eos = set(eos)
-        with torch.inference_mode():
-            rows = decode(
-                self.model,
-                enc["input_ids"],
-                enc["attention_mask"],
-                max_new_tokens,
-                eos,
-                sampler,
-                streamer,
-                prefix_ids=prefix,
-            )
-        gens = []
-        for row in rows:
-            finished = bool(row) and row[-1] in eos
-            n = len(row) - 1 if finished else len(row)
-            while n > 0 and row[n - 1] == self.tok.pad_token_id and not finished:
-                n -= 1
-            gens.append(Generation(self.tok.decode(row[:n], skip_special_tokens=True), finished, n))
-        return gens
+    def scoring_model(self) -> Any:
+        """The transformers model, for token log-probabilities (``/v1/completions``)."""
+        return self.model
 
     def generate_batches(
         self, conversations: Sequence[Conversation], params: SamplingParams, description: str = "generating"
     ) -> Iterator[tuple[list[int], list[list[Generation]]]]:
-        prompts = self._prompts(conversations)
+        prompts = render_prompts(self.tok, conversations)
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         # each batch holds whole conversations (all n samples), so one yielded batch completes its conversations
         per = max(1, self.batch_size // max(1, params.n))
@@ -206,17 +167,13 @@ class HFGenerator(Generator):
             task = prog.add_task(f"{description} ({self.label})", total=len(order))
             for b in range(0, len(order), per):
                 idx = order[b : b + per]
-                texts = [prompts[i] for i in idx for _ in range(params.n)]
-                sampler = None
-                if params.temperature > 0:
-                    # one seeded RNG per (prompt, sample): the draws do not depend on which prompts share a
-                    # batch, so a resumed stage samples exactly what an uninterrupted one would have
-                    seeds = [row_seed(params.seed, prompts[i], k) for i in idx for k in range(params.n)]
-                    sampler = _RowSampler([params] * len(texts), seeds, self.model.device)
-                gens = self._generate_texts(texts, params, seed=params.seed + b, sampler=sampler)
-                grouped = [gens[k * params.n : (k + 1) * params.n] for k in range(len(idx))]
+                rows = [(i, k) for i in idx for k in range(params.n)]
+                # one seeded RNG per (prompt, sample): the draws do not depend on which prompts share a batch,
+                # so a resumed stage samples exactly what an uninterrupted one would have
+                seeds = [row_seed(params.seed, prompts[i], k) for i, k in rows]
+                gens = self._generate_texts([prompts[i] for i, _ in rows], [params] * len(rows), seeds)
                 prog.advance(task, len(idx))
-                yield idx, grouped
+                yield idx, [gens[k * params.n : (k + 1) * params.n] for k in range(len(idx))]
 
     def generate_rows(
         self,
@@ -227,79 +184,77 @@ class HFGenerator(Generator):
         """All conversations in one batch, in the given order (no progress bar), each with its own temperature,
         top_p, seed and n; ``max_new_tokens`` and ``reasoning_budget`` must be the same for all. Sample k of a
         conversation is drawn with seed ``seed + k``. ``on_text`` gets the text token by token (streaming)."""
-        if len(params) != len(conversations):
-            raise ValueError("generate_rows: one SamplingParams per conversation")
-        if not conversations:
+        rows = check_rows(conversations, params)
+        if not rows:
             return []
-        p0 = params[0]
-        if any(
-            (p.max_new_tokens, p.reasoning_budget) != (p0.max_new_tokens, p0.reasoning_budget) for p in params
-        ):
-            raise ValueError("generate_rows: max_new_tokens and reasoning_budget must agree within a batch")
-        prompts = self._prompts(conversations)
-        rows = [(i, k) for i, p in enumerate(params) for k in range(p.n)]
+        prompts = render_prompts(self.tok, conversations)
         texts = [prompts[i] for i, _ in rows]
-        sampler = _RowSampler(
-            [params[i] for i, _ in rows], [params[i].seed + k for i, k in rows], self.model.device
+        callback = None if on_text is None else row_callback(rows, on_text)
+        gens = self._generate_texts(
+            texts, [params[i] for i, _ in rows], [params[i].seed + k for i, k in rows], callback
         )
-        callback = None
-        if on_text is not None:
-
-            def callback(row: int, piece: str) -> None:
-                on_text(rows[row][0], rows[row][1], piece)
-
-        gens = self._generate_texts(texts, p0, p0.seed, on_text=callback, sampler=sampler)
-        out: list[list[Generation]] = [[] for _ in conversations]
-        for (i, _), g in zip(rows, gens, strict=True):
-            out[i].append(g)
-        return out
+        return group_rows(rows, gens, len(conversations))
 
     def _generate_texts(
         self,
         texts: list[str],
-        params: SamplingParams,
-        seed: int,
-        on_text: Callable[[int, str], None] | None = None,
-        sampler: _RowSampler | None = None,
+        params: Sequence[SamplingParams],
+        seeds: Sequence[int],
+        on_text: RowCallback | None = None,
     ) -> list[Generation]:
-        """Generate for prompt texts, honouring the reasoning budget; ``on_text(row, piece)`` streams the text."""
-
-        def streamer(rows: list[int]) -> _RowStreamer | None:
-            return None if on_text is None else _RowStreamer(self.tok, rows, on_text)
-
-        budget = params.reasoning_budget
-        if not budget or budget >= params.max_new_tokens:
-            return self._run(
-                texts, params.max_new_tokens, params, seed, streamer(list(range(len(texts)))), sampler
+        """Generate for prompt texts (row r with ``params[r]`` and ``seeds[r]``), honouring the reasoning budget;
+        ``on_text(row, piece)`` streams the text."""
+        sampler = None
+        if any(p.temperature > 0 for p in params):
+            sampler = RowSampler(
+                [p.temperature for p in params],
+                [p.top_p for p in params],
+                seeds,
+                self.sampling,
+                self.model.device,
             )
-        first = self._run(texts, budget, params, seed, streamer(list(range(len(texts)))), sampler)
-        rest = params.max_new_tokens - budget
-        todo: list[int] = []
-        cont: list[str] = []
-        for i, g in enumerate(first):
-            if g.finished:
-                continue
-            partial = close_reasoning(g.text)
-            todo.append(i)
-            cont.append(partial)
-            if on_text is not None and partial != g.text:  # the think block was closed for the model
-                on_text(i, "\n" + THINK_CLOSE + "\n")
-        if not todo:
-            return first
-        second = self._run(
-            [texts[i] + cont[k] for k, i in enumerate(todo)],
-            rest,
-            params,
-            seed + 1,
-            streamer(todo),
-            None if sampler is None else sampler.subset(todo),
+
+        def run(batch: list[str], max_new: int, rows: list[int]) -> list[Generation]:
+            return self._run(batch, max_new, rows, None if sampler is None else sampler.subset(rows), on_text)
+
+        return with_reasoning_budget(run, texts, params[0], on_text)
+
+    def _run(
+        self,
+        texts: list[str],
+        max_new_tokens: int,
+        rows: list[int],
+        sampler: RowSampler | None,
+        on_text: RowCallback | None,
+    ) -> list[Generation]:
+        import torch
+        from transformers import LogitsProcessorList
+
+        eos = self.eos_ids()
+        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+            self.model.device
         )
-        out = list(first)
-        for k, i in enumerate(todo):
-            out[i] = Generation(
-                cont[k] + second[k].text, second[k].finished, first[i].tokens + second[k].tokens
+        streamer = None if on_text is None else GenerateStreamer(TextStreams(self.tok, rows, on_text, eos))
+        with torch.inference_mode():
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=eos,
+                pad_token_id=self.tok.pad_token_id,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                logits_processor=None if sampler is None else LogitsProcessorList([sampler]),
+                streamer=streamer,
             )
-        return out
+        return [self._generation(row, eos) for row in out[:, enc["input_ids"].shape[1] :].tolist()]
+
+    def _generation(self, row: list[int], eos: Sequence[int]) -> Generation:
+        """A row of new token ids as a Generation: cut at its first end-of-turn token (generate pads after it)."""
+        end = next((j for j, t in enumerate(row) if t in eos), None)
+        ids = row if end is None else row[:end]
+        return Generation(self.tok.decode(ids, skip_special_tokens=True), end is not None, len(ids))
 
     def close(self) -> None:
         import gc
@@ -308,134 +263,85 @@ class HFGenerator(Generator):
         gc.collect()
 
 
-def shared_prefix_batch(tok: Any, texts: Sequence[str], pad_id: int) -> tuple[Any, dict[str, Any]]:
-    """Tokenize a batch; when every row starts with the same ``SHARED_PREFIX_MIN`` or more tokens (a system prompt
-    with few-shot exemplars, a review instruction), return that prefix (1, P) apart and the rows' remainders,
-    left-padded, with an attention mask over prefix + remainder (the padding then sits between the two). The
-    prefix is computed once for the batch instead of once per row. Otherwise (None, the usual left-padded batch).
-    """
-    import torch
-
-    ids = [list(x) for x in tok(list(texts), add_special_tokens=False)["input_ids"]]
-    n = 0
-    if len(ids) > 1:
-        shortest = min(len(x) for x in ids)
-        first = ids[0]
-        while n < shortest - 1 and all(x[n] == first[n] for x in ids):
-            n += 1
-    if n < SHARED_PREFIX_MIN:
-        n = 0  # no prefix apart: the usual left-padded batch, from the ids already tokenized
-    rest = [x[n:] for x in ids]
-    width = max(len(x) for x in rest)
-    input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in rest])
-    tail = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in rest])
-    if n == 0:
-        return None, {"input_ids": input_ids, "attention_mask": tail}
-    mask = torch.cat([torch.ones((len(ids), n), dtype=tail.dtype), tail], dim=-1)
-    return torch.tensor([ids[0][:n]]), {"input_ids": input_ids, "attention_mask": mask}
+def check_rows(
+    conversations: Sequence[Conversation], params: Sequence[SamplingParams]
+) -> list[tuple[int, int]]:
+    """The (conversation, sample) rows of a ``generate_rows`` call, after checking its params agree where a batch
+    needs them to (one SamplingParams per conversation; the same ``max_new_tokens`` and ``reasoning_budget``)."""
+    if len(params) != len(conversations):
+        raise ValueError("generate_rows: one SamplingParams per conversation")
+    if params and any(
+        (p.max_new_tokens, p.reasoning_budget) != (params[0].max_new_tokens, params[0].reasoning_budget)
+        for p in params
+    ):
+        raise ValueError("generate_rows: max_new_tokens and reasoning_budget must agree within a batch")
+    return [(i, k) for i, p in enumerate(params) for k in range(p.n)]
 
 
-def decode(
-    model: Any,
-    input_ids: Any,
-    attention_mask: Any,
-    max_new_tokens: int,
-    eos: Sequence[int],
-    sampler: _RowSampler | None = None,
-    streamer: _RowStreamer | None = None,
-    prefix_ids: Any = None,
-) -> list[list[int]]:
-    """Greedy (or ``sampler``-drawn) decoding over the model's forward with a KV cache: the new token ids of each
-    left-padded row, ending with the eos token when the row finished.
+def row_callback(rows: Sequence[tuple[int, int]], on_text: TextCallback) -> RowCallback:
+    """``on_text(conversation, sample, piece)`` as a callback by row index."""
 
-    It computes what ``model.generate`` computes (same prefill, positions, masks and argmax, so greedy token ids
-    are the same), but finished rows leave the batch and the cache (down to the next multiple of ``BATCH_STEP``),
-    so the remaining steps run on about the rows still writing; ``generate`` keeps every row to the end.
-    With ``prefix_ids`` (1, P), the tokens every row starts with (``shared_prefix_batch``), the prefix is run
-    once and its cache repeated for the rows; ``attention_mask`` then covers prefix + ``input_ids``.
-    """
-    import torch
-    from transformers import DynamicCache
+    def callback(row: int, piece: str) -> None:
+        on_text(rows[row][0], rows[row][1], piece)
 
-    batch = int(input_ids.shape[0])
-    out: list[list[int]] = [[] for _ in range(batch)]
-    if max_new_tokens <= 0 or batch == 0:
-        return out
-    positions = attention_mask.long().cumsum(-1) - 1
-    positions = positions.masked_fill(attention_mask == 0, 0)
-    # generate drops an all-ones mask too (the attention then runs unmasked)
-    mask = None if bool((attention_mask == 1).all()) else attention_mask
-    cache = DynamicCache(config=model.config)
-    extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-    if streamer is not None:
-        streamer.put(input_ids)  # the first call carries the prompt, as in generate
-    if prefix_ids is not None:
-        p = int(prefix_ids.shape[1])
-        model(input_ids=prefix_ids, cache=cache, use_cache=True, **extra)
-        cache.batch_repeat_interleave(batch)
-        positions = positions[:, p:]
-    logits = model(
-        input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, **extra
-    ).logits
-    last = positions[:, -1:]
-    rows: list[int | None] = list(range(batch))  # batch row -> caller's row (None: finished, kept as filler)
-    eos_ids = torch.tensor(sorted(set(eos)), device=input_ids.device)
-    for step in range(max_new_tokens):
-        scores = logits[:, -1].to(copy=True, dtype=torch.float32)
-        if sampler is not None:
-            scores = sampler(None, scores)
-        tokens = scores.argmax(-1)
-        done = torch.isin(tokens, eos_ids).tolist()
-        step_tokens = [int(eos_ids[0])] * batch  # rows finished before: an eos, which the streamer skips
-        for j, t in enumerate(tokens.tolist()):
-            r = rows[j]
-            if r is not None:
-                out[r].append(t)
-                step_tokens[r] = t
-                if done[j]:
-                    rows[j] = None
-        if streamer is not None:
-            streamer.put(torch.tensor(step_tokens))
-        alive = [j for j, r in enumerate(rows) if r is not None]
-        if not alive or step == max_new_tokens - 1:
-            break
-        if mask is not None:
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
-        keep = _compacted(rows, alive)
-        if len(keep) < len(rows):  # finished rows leave the batch, their cache with them
-            idx = torch.tensor(keep, device=input_ids.device)
-            cache.batch_select_indices(idx)
-            tokens, last = tokens[idx], last[idx]
-            mask = None if mask is None else mask[idx]
-            sampler = None if sampler is None else sampler.subset(keep)
-            rows = [rows[j] for j in keep]
-        last = last + 1
-        logits = model(
-            input_ids=tokens[:, None], attention_mask=mask, position_ids=last, cache=cache, use_cache=True
-        ).logits
-    if streamer is not None:
-        streamer.end()
+    return callback
+
+
+def group_rows(rows: Sequence[tuple[int, int]], gens: Sequence[Generation], n: int) -> list[list[Generation]]:
+    """Row results back into per-conversation lists, samples in order."""
+    out: list[list[Generation]] = [[] for _ in range(n)]
+    for (i, _), g in zip(rows, gens, strict=True):
+        out[i].append(g)
     return out
 
 
-def _compacted(rows: list[int | None], alive: list[int]) -> list[int]:
-    """The batch rows to keep once some rows finished: the live ones, plus finished ones as filler up to a batch
-    size of 1 or a multiple of ``BATCH_STEP`` (all rows while that is not smaller than the batch now)."""
-    n = len(alive)
-    size = 1 if n == 1 else -(-n // BATCH_STEP) * BATCH_STEP
-    if size >= len(rows):
-        return list(range(len(rows)))
-    filler = [j for j, r in enumerate(rows) if r is None][: size - n]
-    return sorted(alive + filler)
+# (prompt texts, max new tokens, row indices) -> one Generation per text
+RunRows = Callable[[list[str], int, list[int]], list[Generation]]
 
 
-def _accepts(model: Any, arg: str) -> bool:
-    import inspect
+def with_reasoning_budget(
+    run: RunRows, texts: list[str], params: SamplingParams, on_text: RowCallback | None = None
+) -> list[Generation]:
+    """Generate with ``run``, capping the thinking at ``params.reasoning_budget`` tokens: rows that have not
+    finished after the budget get their think block closed (``close_reasoning``) and continue from there with the
+    tokens left. ``run(texts, max_new_tokens, rows)`` generates for the given rows (indices into ``texts``)."""
+    budget = params.reasoning_budget
+    if not budget or budget >= params.max_new_tokens:
+        return run(texts, params.max_new_tokens, list(range(len(texts))))
+    first = run(texts, budget, list(range(len(texts))))
+    todo: list[int] = []
+    cont: list[str] = []
+    for i, g in enumerate(first):
+        if g.finished:
+            continue
+        partial = close_reasoning(g.text)
+        todo.append(i)
+        cont.append(partial)
+        if on_text is not None and partial != g.text:  # the think block was closed for the model
+            on_text(i, "\n" + THINK_CLOSE + "\n")
+    if not todo:
+        return first
+    second = run([texts[i] + cont[k] for k, i in enumerate(todo)], params.max_new_tokens - budget, todo)
+    out = list(first)
+    for k, i in enumerate(todo):
+        out[i] = Generation(cont[k] + second[k].text, second[k].finished, first[i].tokens + second[k].tokens)
+    return out
 
-    try:
-        return arg in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
+
+def end_of_turn_ids(tokenizer: Any, generation_config: Any = None) -> list[int]:
+    """Every token id that ends an assistant turn: the tokenizer's eos, the known end-of-turn tokens of the chat
+    formats saro renders, and the model's ``generation_config.eos_token_id`` (an int or a list)."""
+    ids = {tokenizer.eos_token_id}
+    for t in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>"):
+        tid = tokenizer.convert_tokens_to_ids(t)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0:
+            ids.add(tid)
+    gen_eos = getattr(generation_config, "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        ids.add(gen_eos)
+    elif isinstance(gen_eos, list):
+        ids.update(gen_eos)
+    return sorted(i for i in ids if i is not None)
 
 
 def render_prompts(tokenizer: Any, conversations: Sequence[Conversation]) -> list[str]:
@@ -468,101 +374,6 @@ def encode_prompts(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
     return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
 
-class _RowStreamer:
-    """A ``generate`` streamer for batches: decodes each row incrementally and calls ``on_text(row, piece)``.
-
-    transformers' own streamers take one row only. Pieces are the growth of each row's decoded text (held back
-    while it ends in an incomplete UTF-8 character), so they add up to the text ``_run`` returns.
-    """
-
-    def __init__(self, tokenizer: Any, rows: list[int], on_text: Callable[[int, str], None]) -> None:
-        self.tok = tokenizer
-        self.rows = rows  # batch row -> caller's row index
-        self.on_text = on_text
-        self.eos: set[int] = set()
-        self.ids: list[list[int]] = [[] for _ in rows]
-        self.sent = [0] * len(rows)
-        self.done = [False] * len(rows)
-        self.prompt_seen = False
-
-    def put(self, value: Any) -> None:
-        if not self.prompt_seen:  # the first call carries the prompt ids
-            self.prompt_seen = True
-            return
-        for r, t in enumerate(value.reshape(-1).tolist()):
-            if self.done[r]:
-                continue
-            if t in self.eos:
-                self.done[r] = True
-                continue
-            self.ids[r].append(t)
-            self._emit(r, final=False)
-
-    def end(self) -> None:
-        for r in range(len(self.rows)):
-            self._emit(r, final=True)
-
-    def _emit(self, r: int, final: bool) -> None:
-        text = self.tok.decode(self.ids[r], skip_special_tokens=True)
-        if not final and text.endswith("\ufffd"):
-            return
-        piece = text[self.sent[r] :]
-        if piece:
-            self.sent[r] = len(text)
-            self.on_text(self.rows[r], piece)
-
-
-def row_seed(seed: int, prompt: str, sample: int) -> int:
-    """A sampling seed that depends only on the run seed, the rendered prompt and the sample index."""
-    import hashlib
-
-    h = hashlib.sha256(f"{seed}\x1f{sample}\x1f{prompt}".encode("utf-8", "surrogatepass")).hexdigest()
-    return int(h[:15], 16)
-
-
-class _RowSampler:
-    """A logits processor that samples each row with its own temperature, top_p and seeded RNG, so that one
-    batch can serve requests with different sampling settings. Rows with temperature 0 stay greedy; for the
-    others every score but the drawn token's becomes -inf, so ``generate`` runs in greedy mode."""
-
-    def __init__(self, params: Sequence[SamplingParams], seeds: Sequence[int], device: Any) -> None:
-        import torch
-
-        self.temps = [p.temperature for p in params]
-        self.top_ps = [p.top_p for p in params]
-        self.rngs = [
-            torch.Generator(device=device).manual_seed(int(s) % (2**63)) if p.temperature > 0 else None
-            for p, s in zip(params, seeds, strict=True)
-        ]
-
-    def subset(self, rows: list[int]) -> _RowSampler:
-        """The sampler for a batch made of these rows (their RNGs continue where they were)."""
-        sub = object.__new__(_RowSampler)
-        sub.temps = [self.temps[r] for r in rows]
-        sub.top_ps = [self.top_ps[r] for r in rows]
-        sub.rngs = [self.rngs[r] for r in rows]
-        return sub
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        rows = [r for r, t in enumerate(self.temps) if t > 0]
-        if not rows:
-            return scores
-        scores = scores.clone()
-        for r in rows:
-            probs = torch.softmax(scores[r].float() / self.temps[r], dim=-1)
-            if self.top_ps[r] < 1.0:
-                sorted_p, order = probs.sort(descending=True)
-                sorted_p[(sorted_p.cumsum(0) - sorted_p) > self.top_ps[r]] = 0.0  # keep the top_p nucleus
-                token = order[torch.multinomial(sorted_p, 1, generator=self.rngs[r])]
-            else:
-                token = torch.multinomial(probs, 1, generator=self.rngs[r])
-            scores[r] = float("-inf")
-            scores[r, token] = 0.0
-        return scores
-
-
 BackendFactory = Callable[..., Generator]
 _BACKENDS: dict[str, BackendFactory] = {}
 
@@ -581,7 +392,7 @@ def _hf(model: str, batch_size: int = 8, dtype: str = "auto", **kw: Any) -> Gene
 
 
 def make_generator(backend: str, **kw: Any) -> Generator:
-    """Build a generation backend by name (``hf``, ``vllm``, ``openai``)."""
+    """Build a generation backend by name (``hf``, ``ct2``, ``vllm``, ``openai``, ``openai_batch``)."""
     if backend not in _BACKENDS:
         _load_optional_backends()
     try:
@@ -597,7 +408,12 @@ def _load_optional_backends() -> None:
     """Import the modules that register the optional backends (they import their heavy deps lazily)."""
     import importlib
 
-    for mod in ("saro.models.openai_backend", "saro.models.vllm_backend", "saro.models.openai_batch"):
+    for mod in (
+        "saro.models.ct2",
+        "saro.models.openai_backend",
+        "saro.models.vllm_backend",
+        "saro.models.openai_batch",
+    ):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -32,6 +32,22 @@ def resolve_source(source: str) -> str:
     return source  # a hub id: from_pretrained downloads it (or finds it in the HF cache when offline)
 
 
+def local_folder(source: str) -> Path:
+    """The local folder of a model source: the folder itself, the embedded model's, or a hub id's snapshot in
+    the Hugging Face cache (downloaded when the hub is reachable)."""
+    path = resolve_source(source)
+    if Path(path).is_dir():
+        return Path(path)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(path))
+    except Exception as e:  # offline without a cached copy, unknown repo, no access
+        raise SaroError(
+            f"{source}: cannot get the model files ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None
+
+
 def pick_dtype(dtype: str = "auto") -> Any:
     """bf16 on a GPU that supports it, fp32 on CPU, unless the recipe says otherwise."""
     import torch

@@ -1,13 +1,16 @@
 """The ``openai`` backend: any OpenAI-compatible chat endpoint (OpenAI, vLLM, SGLang, ``saro serve``).
 
 Requests go out over raw httpx (a core dependency, so no extra install is needed) from one asyncio event loop per
-call, run in a worker thread; at most ``concurrency`` are in flight. Each of the ``n`` samples of a conversation is
-its own request with its own sample index, so each is cached separately (see :mod:`saro.models.cache`).
+call, run in a worker thread; at most ``concurrency`` are in flight. The ``n`` samples of a conversation go out as
+one request with ``n`` in the body (the prompt is sent and billed once), and each returned choice is cached under
+its own sample index (see :mod:`saro.models.cache`). A server that answers fewer choices than asked, or rejects
+``n > 1`` with HTTP 400/422, is asked again sample by sample, each with its own seed ``seed + index``; so is every
+sample with ``n_per_request=False``. Either way the ``n`` samples are ``n`` different draws.
 
 Faults: 429, 5xx, connection errors and timeouts (also HTTP 408) are retried with exponential backoff and jitter; other 4xx raise a
 :class:`SaroError` (bad key, wrong model or URL) unless ``record_bad_requests`` turns 400/413/422 into a per-sample
-error. An answer that ``validate`` rejects is asked again under the next sample index, up to ``malformed_retries``
-times, then returned with status "rejected" and the reason. The API key is read from the environment variable named
+error. An answer that ``validate`` rejects is asked again on its own under the next sample index (``index + n``),
+up to ``malformed_retries`` times, then returned with status "rejected" and the reason. The API key is read from the environment variable named
 by ``api_key_env`` and never logged, stored or put in an error message.
 """
 
@@ -87,7 +90,13 @@ class _GaveUp(Exception):
         self.reason = reason
 
 
+class _NoN(Exception):
+    """The server rejected a request with ``n > 1`` (HTTP 400/422): ask its samples one by one."""
+
+
 _STOP = object()
+
+Choice = tuple[str, bool, int]  # text, finished, completion tokens
 
 
 class OpenAIGenerator(Generator):
@@ -97,6 +106,8 @@ class OpenAIGenerator(Generator):
     default); ``cache_dir`` is the same as passing a folder (the name recipes use).
     ``extra_body`` is merged into every request (a None value removes a default field, e.g.
     ``{"max_tokens": None, "max_completion_tokens": 512}`` for endpoints that want the newer name).
+    ``n_per_request``: ask the ``n`` samples of a conversation in one request (default); False sends one request
+    per sample.
     """
 
     name = "openai"
@@ -120,6 +131,7 @@ class OpenAIGenerator(Generator):
         max_consecutive_failures: int | None = 50,
         chunk_size: int | None = None,
         label: str | None = None,
+        n_per_request: bool = True,
     ) -> None:
         if not model:
             raise SaroError("openai backend: a model name is required")
@@ -158,6 +170,7 @@ class OpenAIGenerator(Generator):
         self.max_consecutive_failures = max_consecutive_failures
         self.chunk_size = chunk_size or concurrency
         self.label = label or model
+        self.n_per_request = n_per_request  # set to False once a server shows it lacks ``n``
         self.stats: Counter[str] = Counter()  # of the last call: requests, retries, cache_hits, redos, ...
         self._rng = random.Random()
         self._warned_budget = False
@@ -167,8 +180,9 @@ class OpenAIGenerator(Generator):
 
     # ------------------------------------------------------------------------------------------- requests
 
-    def _body(self, conv: Conversation, params: SamplingParams, index: int) -> dict[str, Any]:
-        """The request body of sample ``index``; its seed is ``params.seed + index`` so samples differ."""
+    def _body(self, conv: Conversation, params: SamplingParams, index: int, n: int = 1) -> dict[str, Any]:
+        """The request body of sample ``index`` asked on its own (seed ``params.seed + index``, so samples differ),
+        or, with ``n > 1``, of all ``n`` samples in one request (index 0: seed ``params.seed``)."""
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [dict(m) for m in conv],
@@ -176,7 +190,7 @@ class OpenAIGenerator(Generator):
             "top_p": params.top_p,
             "max_tokens": params.max_new_tokens,
             "seed": params.seed + index,
-            "n": 1,
+            "n": n,
         }
         body.update(self.extra_body)
         return {k: v for k, v in body.items() if v is not None}
@@ -204,8 +218,9 @@ class OpenAIGenerator(Generator):
             delay = max(delay, min(retry_after, self.backoff_max))
         return delay
 
-    async def _attempt(self, client: Any, body: dict[str, Any]) -> tuple[str, bool, int]:
-        """One HTTP request: (text, finished, completion tokens), or _Retryable / _GaveUp / SaroError."""
+    async def _attempt(self, client: Any, body: dict[str, Any]) -> list[Choice]:
+        """One HTTP request: its choices (text, finished, completion tokens), or _Retryable / _GaveUp / _NoN /
+        SaroError."""
         import httpx
 
         url = f"{self.base_url}/chat/completions"
@@ -220,6 +235,8 @@ class OpenAIGenerator(Generator):
             raise _Retryable(f"HTTP {code}", _retry_after(resp.headers.get("retry-after")))
         if code >= 400:
             msg = self._redact(_error_message(resp))
+            if code in (400, 422) and body.get("n", 1) > 1:
+                raise _NoN(f"HTTP {code}: {msg}")
             if self.record_bad_requests and code in RECORDABLE_4XX:
                 raise _GaveUp(f"HTTP {code}: {msg}")
             raise SaroError(
@@ -227,21 +244,26 @@ class OpenAIGenerator(Generator):
             )
         try:
             data = resp.json()
-            choice = data["choices"][0]
-            message = choice.get("message") or {}
+            choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+            texts = [_choice_text(c) for c in choices]
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise _Retryable(f"unreadable response body (HTTP {code})") from None
-        content = message.get("content")
-        if content is None:
-            content = message.get("refusal") or ""  # OpenAI puts a model refusal here instead of in content
-        reasoning = message.get("reasoning_content") or message.get("reasoning")
-        text = join_reasoning(content, reasoning if isinstance(reasoning, str) else None)
-        finished = choice.get("finish_reason") in ("stop", "eos", None)
+        if not choices:
+            raise _Retryable(f"no choices in the response (HTTP {code})")
         usage = data.get("usage") or {}
-        tokens = usage.get("completion_tokens")
-        if not isinstance(tokens, int):
-            tokens = len(text.split())
-        return text, finished, tokens
+        total = usage.get("completion_tokens")
+        chars = sum(len(t) for t in texts) or 1
+        out = []
+        for c, text in zip(choices, texts, strict=True):
+            finished = c.get("finish_reason") in ("stop", "eos", None)
+            if not isinstance(total, int):
+                tokens = len(text.split())
+            elif len(texts) == 1:
+                tokens = total
+            else:  # usage counts every choice together: share it out by length
+                tokens = round(total * len(text) / chars)
+            out.append((text, finished, tokens))
+        return out
 
     def _hint(self, code: int) -> str:
         if code in (401, 403):
@@ -252,8 +274,8 @@ class OpenAIGenerator(Generator):
             return "; check base_url (it usually ends in /v1) and the model name"
         return ""
 
-    async def _request(self, client: Any, body: dict[str, Any], run: _Run) -> tuple[str, bool, int]:
-        """One request with retries; raises _GaveUp when they are exhausted."""
+    async def _request(self, client: Any, body: dict[str, Any], run: _Run) -> list[Choice]:
+        """One request with retries: its choices; raises _GaveUp when the retries are exhausted."""
         reason = ""
         for attempt in range(self.max_retries + 1):
             run.stats["requests"] += 1
@@ -275,65 +297,125 @@ class OpenAIGenerator(Generator):
     def _check(self, text: str) -> str | None:
         return self.validate(text) if self.validate is not None else None
 
+    def _tries(
+        self, conv: Conversation, params: SamplingParams, sample: int
+    ) -> list[tuple[dict[str, Any], str]]:
+        """(body, cache key) of each try of one sample asked on its own: sample index ``sample + r * n``."""
+        out = []
+        for r in range(self.malformed_retries + 1):
+            body = self._body(conv, params, sample + r * params.n)
+            out.append((body, self._key_of(body, sample + r * params.n)))
+        return out
+
+    async def _cached(self, keys: list[str], run: _Run) -> Generation | None:
+        """The cached answer under the first of ``keys`` that holds a valid one (a re-run reuses whichever try
+        was accepted last time)."""
+        if not self.cache.enabled:
+            return None
+        for key in keys:
+            entry = await asyncio.to_thread(self.cache.get, key)
+            if (
+                entry is not None
+                and isinstance(entry.get("text"), str)
+                and self._check(entry["text"]) is None
+            ):
+                run.stats["cache_hits"] += 1
+                return Generation(
+                    entry["text"], bool(entry.get("finished", True)), int(entry.get("tokens", 0)), cached=True
+                )
+        return None
+
+    async def _store(self, key: str, body: dict[str, Any], choice: Choice) -> Generation:
+        text, finished, tokens = choice
+        entry = {"text": text, "finished": finished, "tokens": tokens, "model": self.model, "request": body}
+        await asyncio.to_thread(self.cache.put, key, entry)
+        return Generation(text, finished, tokens)
+
+    def _gave_up(self, e: _GaveUp, run: _Run) -> Generation:
+        """The error generation of a request whose retries ran out; a run of such failures stops the run."""
+        run.stats["errors"] += 1
+        run.consecutive_failures += 1
+        limit = self.max_consecutive_failures
+        if limit is not None and run.consecutive_failures >= limit:
+            raise SaroError(
+                f"openai backend: {run.consecutive_failures} requests in a row failed ({e.reason}); "
+                f"is the server at {self.base_url} up?"
+            ) from None
+        return Generation("", False, 0, status="error", error=e.reason)
+
     async def _sample(
-        self, client: Any, conv: Conversation, params: SamplingParams, sample: int, run: _Run
+        self,
+        client: Any,
+        tries: list[tuple[dict[str, Any], str]],
+        run: _Run,
+        last: tuple[Choice, str] | None = None,
     ) -> Generation:
-        """Sample ``sample`` of one conversation: cached, fresh, re-asked when malformed, or rejected/error."""
-        tries = [sample + r * params.n for r in range(self.malformed_retries + 1)]
-        bodies = [self._body(conv, params, i) for i in tries]
-        keys = [self._key_of(b, i) for b, i in zip(bodies, tries, strict=True)]
-        if self.cache.enabled:
-            for key in keys:  # a re-run reuses whichever try was accepted last time
-                entry = await asyncio.to_thread(self.cache.get, key)
-                if (
-                    entry is not None
-                    and isinstance(entry.get("text"), str)
-                    and self._check(entry["text"]) is None
-                ):
-                    run.stats["cache_hits"] += 1
-                    return Generation(
-                        entry["text"],
-                        bool(entry.get("finished", True)),
-                        int(entry.get("tokens", 0)),
-                        cached=True,
-                    )
-        text, finished, tokens, reason = "", False, 0, ""
-        for r, (body, key) in enumerate(zip(bodies, keys, strict=True)):
-            try:
-                text, finished, tokens = await self._request(client, body, run)
-            except _GaveUp as e:
-                run.stats["errors"] += 1
-                run.consecutive_failures += 1
-                limit = self.max_consecutive_failures
-                if limit is not None and run.consecutive_failures >= limit:
-                    raise SaroError(
-                        f"openai backend: {run.consecutive_failures} requests in a row failed ({e.reason}); "
-                        f"is the server at {self.base_url} up?"
-                    ) from None
-                return Generation("", False, 0, status="error", error=e.reason)
-            found = self._check(text)
-            if found is None:
-                entry = {
-                    "text": text,
-                    "finished": finished,
-                    "tokens": tokens,
-                    "model": self.model,
-                    "request": body,
-                }
-                await asyncio.to_thread(self.cache.put, key, entry)
-                return Generation(text, finished, tokens)
-            reason = found
-            if r < self.malformed_retries:
+        """One sample asked on its own through ``tries`` (re-asked when malformed), or rejected/error. ``last``:
+        the malformed answer and reason of an earlier try (from a request with ``n``)."""
+        asked = self.malformed_retries + 1
+        choice, reason = last if last is not None else (("", False, 0), "")
+        for r, (body, key) in enumerate(tries):
+            if r or last is not None:
                 run.stats["redos"] += 1
                 log.debug("malformed answer (%s); asking again", reason)
+            try:
+                choice = (await self._request(client, body, run))[0]
+            except _GaveUp as e:
+                return self._gave_up(e, run)
+            found = self._check(choice[0])
+            if found is None:
+                return await self._store(key, body, choice)
+            reason = found
         run.stats["rejected"] += 1
-        return Generation(
-            text,
-            finished,
-            tokens,
-            status="rejected",
-            error=f"{reason} (asked {self.malformed_retries + 1} times)",
-        )
+        text, finished, tokens = choice
+        return Generation(text, finished, tokens, status="rejected", error=f"{reason} (asked {asked} times)")
+
+    async def _conversation(
+        self, client: Any, conv: Conversation, params: SamplingParams, run: _Run
+    ) -> list[Generation]:
+        """The ``n`` samples of one conversation: cached, from one request with ``n`` (falling back to one request
+        per sample where the server lacks ``n``), malformed ones re-asked on their own."""
+        n = params.n
+        tries = [self._tries(conv, params, s) for s in range(n)]
+        nbody = self._body(conv, params, 0, n=n) if n > 1 and self.n_per_request else None
+        out: list[Generation | None] = []
+        for s in range(n):
+            keys = ([self._key_of(nbody, s)] if nbody is not None else []) + [k for _, k in tries[s]]
+            out.append(await self._cached(keys, run))
+        todo = [s for s in range(n) if out[s] is None]
+        first: dict[int, tuple[Choice, str]] = {}
+        if todo and nbody is not None and self.n_per_request:
+            try:
+                choices = await self._request(client, nbody, run)
+            except _GaveUp as e:
+                err = self._gave_up(e, run)
+                return [g if g is not None else err for g in out]
+            except _NoN as e:
+                choices = []
+                self._lacks_n(e.args[0])
+            if 0 < len(choices) < n:
+                self._lacks_n(f"{len(choices)} choices for n={n}")
+            for s in todo:
+                if s >= len(choices):
+                    continue
+                found = self._check(choices[s][0])
+                if found is None:
+                    out[s] = await self._store(self._key_of(nbody, s), nbody, choices[s])
+                else:
+                    first[s] = (choices[s], found)
+        for s in todo:
+            if out[s] is None:
+                # a sample whose choice came back malformed goes on with its next try; a missing one from its first
+                last = first.get(s)
+                out[s] = await self._sample(client, tries[s][1:] if last else tries[s], run, last)
+        return [g for g in out if g is not None]
+
+    def _lacks_n(self, why: str) -> None:
+        if self.n_per_request:
+            log.warning(
+                "%s: the server does not honour n (%s); asking each sample on its own", self.label, why
+            )
+        self.n_per_request = False
 
     # ------------------------------------------------------------------------------------------- the run
 
@@ -351,7 +433,12 @@ class OpenAIGenerator(Generator):
         self.stats = run.stats
         pending = [params.n] * len(convs)
         done: dict[int, list[Generation | None]] = {}
-        jobs = iter([(i, s) for i in range(len(convs)) for s in range(params.n)])
+        whole = params.n > 1 and self.n_per_request  # one job per conversation, else one per sample
+        jobs = iter(
+            [(i, -1) for i in range(len(convs))]
+            if whole
+            else [(i, s) for i in range(len(convs)) for s in range(params.n)]
+        )
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         async with httpx.AsyncClient(
             headers=self._headers(), timeout=httpx.Timeout(self.timeout), limits=limits
@@ -359,9 +446,11 @@ class OpenAIGenerator(Generator):
 
             async def worker() -> None:
                 for i, s in jobs:  # one shared iterator: each job is taken by exactly one worker
-                    gen = await self._sample(client, convs[i], params, s, run)
+                    if s < 0:
+                        emit((i, await self._conversation(client, convs[i], params, run)))
+                        continue
                     slot = done.setdefault(i, [None] * params.n)
-                    slot[s] = gen
+                    slot[s] = await self._sample(client, self._tries(convs[i], params, s), run)
                     pending[i] -= 1
                     if pending[i] == 0:
                         emit((i, done.pop(i)))
@@ -370,9 +459,8 @@ class OpenAIGenerator(Generator):
                 while not stop.is_set():
                     await asyncio.sleep(0.05)
 
-            workers = [
-                asyncio.create_task(worker()) for _ in range(min(self.concurrency, len(convs) * params.n))
-            ]
+            n_jobs = len(convs) if whole else len(convs) * params.n
+            workers = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, n_jobs))]
             watcher = asyncio.create_task(watch())
             try:
                 all_done: asyncio.Future[Any] = asyncio.gather(*workers)
@@ -462,6 +550,16 @@ class _Run:
     def __init__(self) -> None:
         self.stats: Counter[str] = Counter()
         self.consecutive_failures = 0
+
+
+def _choice_text(choice: dict[str, Any]) -> str:
+    """The text of one response choice, a separately returned reasoning folded back into a think block."""
+    message = choice.get("message") or {}
+    content = message.get("content")
+    if content is None:
+        content = message.get("refusal") or ""  # OpenAI puts a model refusal here instead of in content
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    return join_reasoning(content, reasoning if isinstance(reasoning, str) else None)
 
 
 def _make_cache(cache: RequestCache | str | Path | bool | None) -> RequestCache:

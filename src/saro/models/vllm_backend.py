@@ -27,6 +27,7 @@ from saro.models.generate import (
     encode_prompts,
     register_backend,
     render_prompts,
+    row_seed,
 )
 from saro.reasoning import close_reasoning
 
@@ -100,19 +101,20 @@ class VLLMGenerator(Generator):
     def _prompts(self, conversations: Sequence[Conversation]) -> list[str]:
         return render_prompts(self.tok, conversations)
 
-    def _sampling(self, params: SamplingParams, max_tokens: int, n: int, seed: int) -> Any:
-        """Our SamplingParams -> vLLM's (greedy when temperature is 0); generation stops at any end-of-turn token
-        of the template, as in the HF backend, even where the model's own eos is another one."""
-        kw: dict[str, Any] = {"n": n, "max_tokens": max_tokens, "seed": seed}
+    def _sampling(self, params: SamplingParams, max_tokens: int, n: int, seeds: list[int]) -> list[Any]:
+        """Our SamplingParams -> vLLM's, one per prompt with that prompt's seed (greedy when temperature is 0);
+        generation stops at any end-of-turn token of the template, as in the HF backend, even where the model's
+        own eos is another one. vLLM draws the ``n`` samples of a request from its seed, so they differ."""
+        kw: dict[str, Any] = {"n": n, "max_tokens": max_tokens}
         if self.stop_token_ids:
             kw["stop_token_ids"] = list(self.stop_token_ids)
         if params.temperature > 0:
             kw.update(temperature=params.temperature, top_p=params.top_p)
         else:
             kw.update(temperature=0.0, top_p=1.0)
-        return self._SP(**kw)
+        return [self._SP(**kw, seed=s) for s in seeds]
 
-    def _run(self, prompts: list[str], sp: Any) -> list[list[Generation]]:
+    def _run(self, prompts: list[str], sp: list[Any]) -> list[list[Generation]]:
         ids = encode_prompts(self.tok, prompts)
         outs = self.llm.generate([self._TokensPrompt(prompt_token_ids=p) for p in ids], sp, use_tqdm=False)
         return [
@@ -120,13 +122,14 @@ class VLLMGenerator(Generator):
             for req in outs
         ]
 
-    def _generate_prompts(
-        self, prompts: list[str], params: SamplingParams, seed: int
-    ) -> list[list[Generation]]:
+    def _generate_prompts(self, prompts: list[str], params: SamplingParams) -> list[list[Generation]]:
+        # one seed per prompt from (run seed, prompt): a prompt's samples do not depend on the chunk it lands in,
+        # so a resumed stage samples what an uninterrupted one would have
+        seeds = [row_seed(params.seed, p, 0) for p in prompts]
         budget = params.reasoning_budget
         if not budget or budget >= params.max_new_tokens:
-            return self._run(prompts, self._sampling(params, params.max_new_tokens, params.n, seed))
-        first = self._run(prompts, self._sampling(params, budget, params.n, seed))
+            return self._run(prompts, self._sampling(params, params.max_new_tokens, params.n, seeds))
+        first = self._run(prompts, self._sampling(params, budget, params.n, seeds))
         todo: list[tuple[int, int]] = []
         cont: list[str] = []
         for i, gens in enumerate(first):
@@ -138,8 +141,11 @@ class VLLMGenerator(Generator):
                 cont.append(partial)
         if not todo:
             return first
-        rest = self._sampling(params, params.max_new_tokens - budget, 1, seed + 1)
-        second = self._run([prompts[i] + cont[k] for k, (i, _) in enumerate(todo)], rest)
+        texts = [prompts[i] + cont[k] for k, (i, _) in enumerate(todo)]
+        rest = self._sampling(
+            params, params.max_new_tokens - budget, 1, [row_seed(params.seed, t, 1) for t in texts]
+        )
+        second = self._run(texts, rest)
         out = [list(g) for g in first]
         for k, (i, j) in enumerate(todo):
             s = second[k][0]
@@ -155,7 +161,7 @@ class VLLMGenerator(Generator):
             task = prog.add_task(f"{description} ({self.label})", total=len(prompts))
             for b in range(0, len(prompts), self.batch_size):
                 idx = list(range(b, min(b + self.batch_size, len(prompts))))
-                gens = self._generate_prompts([prompts[i] for i in idx], params, seed=params.seed + b)
+                gens = self._generate_prompts([prompts[i] for i in idx], params)
                 prog.advance(task, len(idx))
                 yield idx, gens
 

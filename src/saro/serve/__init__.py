@@ -6,6 +6,8 @@ in ``reasoning`` (vLLM's current name) and ``reasoning_content`` (its former one
 Per request, ``include_reasoning: false`` hides the reasoning and ``reasoning_budget`` caps it (``extra_body`` in
 the openai client); the server flags do the same for every request. ``/v1/completions`` takes raw prompts and
 returns ``logprobs`` computed by the model (with ``echo``, for the prompt too: lm-eval's loglikelihood).
+The OpenAI Batch API (``/v1/files``, ``/v1/batches``: ``batch_api``, state in ``batch_store``) answers a batch's
+requests through the same engine, so the ``openai_batch`` backend has a real local server to talk to.
 
 The package, by concern: ``schema`` (requests, errors, settings), ``batching`` (the worker that owns the model),
 ``chat_api`` and ``completions`` (the two endpoints), ``scoring`` (token logprobs), ``stops``, ``responses``

@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from saro.models.generate import Generator
+from saro.serve.batch_api import BatchAPI, install_batch_routes
 from saro.serve.batching import BatchEngine, Job
 from saro.serve.chat_api import ChatStream, chat_body, prepare_chat
 from saro.serve.completions import completion_body, completion_events, completion_task, prepare_completion
@@ -28,19 +30,18 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _context_length(generator: Generator) -> int | None:
-    config = getattr(getattr(generator, "model", None), "config", None)
-    n = getattr(config, "max_position_embeddings", None)
+    n = getattr(generator, "context_length", None)
     return int(n) if isinstance(n, int) and n > 0 else None
 
 
 def _load(
-    model: str | Generator, model_name: str | None, batch_size: int, dtype: str
+    model: str | Generator, model_name: str | None, batch_size: int, engine: dict[str, str]
 ) -> tuple[Generator, str]:
-    if isinstance(model, str):
-        from saro.models.generate import HFGenerator
+    if not isinstance(model, str):
+        return model, model_name or getattr(model, "label", None) or "saro"
+    from saro.models.backends import local_generator
 
-        return HFGenerator.from_source(model, batch_size=batch_size, dtype=dtype), model_name or model
-    return model, model_name or getattr(model, "label", None) or "saro"
+    return local_generator(model, batch_size=batch_size, **engine), model_name or model
 
 
 def create_app(
@@ -57,14 +58,21 @@ def create_app(
     context_length: int | None = None,
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
     dtype: str = "auto",
+    batch_dir: str | Path | None = None,
+    backend: str = "hf",
+    compute_type: str = "float32",
 ) -> FastAPI:
     """The OpenAI-compatible app for a model source (folder, "embedded", hub id) or a ready generator.
 
     ``tokenizer`` counts tokens for usage and limits (default: a copy of the generator's; without one, words are
     counted). ``context_length`` defaults to the model's ``max_position_embeddings``; ``max_prompt_tokens`` to
-    the context length. ``api_key`` defaults to ``$SARO_API_KEY``; empty means no check.
+    the context length. ``api_key`` defaults to ``$SARO_API_KEY``; empty means no check. ``backend`` picks the
+    engine for a model source: ``hf`` (transformers, ``dtype``) or ``ct2`` (CTranslate2, ``compute_type``).
+    ``batch_dir`` keeps the Batch API's files and batches (a batch running at shutdown goes on at the next
+    start); default: a temporary folder for this server's life.
     """
-    generator, name = _load(model, model_name, max_batch_size, dtype)
+    engine_args = {"backend": backend, "dtype": dtype, "compute_type": compute_type}
+    generator, name = _load(model, model_name, max_batch_size, engine_args)
     tok = tokenizer
     if tok is None and getattr(generator, "tok", None) is not None:
         # a copy for the event loop thread: the worker uses the generator's, and fast tokenizers are not shared
@@ -80,10 +88,12 @@ def create_app(
         default_max_tokens=default_max_tokens,
     )
     engine = BatchEngine(generator, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms)
+    batches = BatchAPI(batch_dir, settings, engine, tok)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.start()
+        await batches.start()
         log.info(
             "serving %s (batches of up to %d, reasoning %s%s, auth %s)",
             name,
@@ -95,13 +105,16 @@ def create_app(
         try:
             yield
         finally:
+            await batches.stop()
             engine.stop()
 
     app = FastAPI(title="saro", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine = engine
     app.state.settings = settings
+    app.state.batches = batches
     _install_handlers(app, settings)
     _install_routes(app, settings, engine, tok)
+    install_batch_routes(app, batches)
     return app
 
 

@@ -4,7 +4,8 @@
 (``n`` is 1). ``logprobs: k`` returns ``tokens``, ``token_logprobs``, ``top_logprobs`` (the k most likely tokens
 at each position) and ``text_offset``; ``echo`` puts the prompt's tokens first, the first one with a null
 logprob. ``max_tokens: 0, echo: true, logprobs: 1`` scores a text without generating: lm-eval's loglikelihood.
-The model scores the text itself, so this needs a backend with the model in process (``hf``).
+The model scores the text itself, so this needs a backend with the model in process: ``hf``, or ``ct2``, which
+loads the transformers model beside its engine on the first such request.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def prepare_completion(raw: bytes, s: Settings, tok: Any, generator: Generator) 
     except ValidationError as e:
         raise validation_error(e) from None
     check_model(req.model, s)
-    if tok is None or getattr(generator, "model", None) is None:
+    if tok is None or not callable(getattr(generator, "scoring_model", None)):
         raise ApiError(
             400, "this server's backend cannot score text: /v1/completions needs an in-process model"
         )
@@ -118,9 +119,8 @@ def completion_task(prep: PreparedCompletion) -> Any:
     """The work the engine's worker runs: each prompt in turn, streaming its text when asked."""
 
     def run(generator: Generator, job: Job) -> list[Completion]:
-        model, tok = generator.model, generator.tok  # type: ignore[attr-defined]
-        eos_ids = getattr(generator, "_eos_ids", None)  # the HF backend knows the end-of-turn tokens
-        eos = set(eos_ids()) if callable(eos_ids) else {tok.eos_token_id}
+        model, tok = generator.scoring_model(), generator.tok  # type: ignore[attr-defined]
+        eos = set(generator.eos_ids())  # type: ignore[attr-defined]
         out = []
         for i, ids in enumerate(prep.prompts):
             if job.cancelled:

@@ -30,6 +30,9 @@ def serve(
     model_name: str | None = None,
     dtype: str = "auto",
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    batch_dir: str | None = None,
+    backend: str = "hf",
+    compute_type: str = "float32",
 ) -> None:
     """Load ``model`` (folder, "embedded" or hub id) and serve it until interrupted (``saro serve``)."""
     if not logging.getLogger("saro").handlers:
@@ -52,6 +55,9 @@ def serve(
         max_prompt_tokens=max_prompt_tokens,
         default_max_tokens=default_max_tokens,
         dtype=dtype,
+        batch_dir=batch_dir,
+        backend=backend,
+        compute_type=compute_type,
     )
     name = app.state.settings.model_name
     log.info("OpenAI-compatible API at http://%s:%d/v1 (model name '%s')", host, port, name)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from saro.errors import SaroError
-from saro.models.backends import make_backend
+from saro.models.backends import LOCAL_BACKENDS, make_backend
 from saro.models.generate import Generator, SamplingParams
 from saro.reasoning import parse
 from saro.records import JsonlWriter, read_rows, stable_id
@@ -28,7 +29,7 @@ def stage_backend(
     ctx: StageContext, spec: BackendSpec, validate: Callable[[str], str | None] | None = None
 ) -> Generator:
     """The generator a stage uses for ``spec``: model references resolved, requests cached in the run folder."""
-    local = spec.backend in ("hf", "vllm")
+    local = spec.backend in LOCAL_BACKENDS
     return make_backend(
         spec,
         model_path=ctx.resolve_model(spec.model) if local else None,
@@ -38,15 +39,33 @@ def stage_backend(
     )
 
 
+_SENTENCE_END = ".!?\"')`"
+
+
 def trim_answer(text: str) -> str:
     """Cut a generated answer back to its last complete sentence (generation budgets end mid-sentence)."""
     t = text.strip()
-    if not t or t[-1] in ".!?\"')`":
+    if not t or t[-1] in _SENTENCE_END:
         return t
     cut = max(t.rfind(". "), t.rfind(".\n"), t.rfind("! "), t.rfind("? "), t.rfind("\n\n"))
     if cut > len(t) * 0.4:
         return t[: cut + 1].strip()
     return t
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A model's answer (trimmed to its last full sentence) and whether the model ended it itself."""
+
+    text: str
+    finished: bool
+
+    @property
+    def complete(self) -> bool:
+        """Usable as a whole answer: the model ended it, or it was cut back to a full sentence (an answer that
+        still stops mid-sentence must never be trained with an end-of-turn token)."""
+        t = self.text.strip()
+        return bool(t) and (self.finished or t[-1] in _SENTENCE_END)
 
 
 def answer_id(text: str) -> str:
@@ -56,10 +75,11 @@ def answer_id(text: str) -> str:
 
 def model_answers(
     ctx: StageContext, spec: BackendSpec, texts: list[str], path: Path, description: str
-) -> dict[str, str]:
-    """A model's own greedy answers to ``texts`` (trimmed to the last full sentence), keyed by ``answer_id``.
+) -> dict[str, Answer]:
+    """A model's own answers to ``texts`` (trimmed to the last full sentence), keyed by ``answer_id``.
 
-    Appended to ``path`` one by one, so a killed stage keeps what it has and only generates the rest.
+    Appended to ``path`` one by one, so a killed stage keeps what it has and only generates the rest; a request
+    that failed is not recorded (its text is missing from the result) and is asked again on resume.
     """
     todo = {answer_id(t): t for t in texts}
     with JsonlWriter(path) as w:
@@ -72,9 +92,16 @@ def model_answers(
             convs = [[{"role": "user", "content": t}] for _, t in missing]
             for idx, gens in gen.generate_batches(convs, params, description=description):
                 for i, g in zip(idx, gens, strict=True):
+                    if g[0].status == "error":  # not recorded: asked again when the stage is resumed
+                        log.warning(
+                            "%s: a request failed (%s); rerun the stage to ask it again",
+                            description,
+                            g[0].error,
+                        )
+                        continue
                     w.write({"id": missing[i][0], "text": trim_answer(g[0].text), "finished": g[0].finished})
             gen.close()
-    return {r["id"]: r["text"] for r in read_rows(path)}
+    return {r["id"]: Answer(r["text"], bool(r.get("finished", True))) for r in read_rows(path)}
 
 
 def make_rewriter(ctx: StageContext, spec: BackendSpec) -> Callable[[str], str]:

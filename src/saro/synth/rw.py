@@ -1,13 +1,17 @@
 """The ``synth_rw`` stage: build RIT-D, the Reasoning-style Warmup SFT data.
 
-For every RW prompt the teacher writes k candidate trajectories (policy reasoning + answer). A candidate passes
-when its format parses (closed reasoning, at least one "Wait, ..." reflection, a decision), its behaviour is right
-(judged on the final answer: refuse harmful prompts, help benign and borderline ones) and, for harmful prompts, it
-names the prompt's policy category (a prompt whose category is ``unclear`` names none). Shortest Rejection Sampling
-keeps the shortest passing candidate (in student tokens); ``selection: random`` keeps a seeded random passing one
-instead (the paper's SRS ablation). Every example records its reasoning tokens and the mean over all its passing
-candidates, and the stats report ``srs_saving`` = 1 - mean(chosen) / mean(random passing), in reasoning tokens.
-Every rejection is recorded with its reason.
+For every RW prompt the teacher writes k candidate trajectories (policy reasoning + answer): one request per prompt
+asking for k samples, so they are k different draws. A candidate passes when its format parses (closed reasoning,
+at least one "Wait, ..." reflection, a decision), the teacher finished it (a text cut at ``max_new_tokens`` is
+rejected as ``truncated``), it does not refer to the label note the teacher was given (``label``), its behaviour is
+right (judged on the final answer as the user reads it, against the unwrapped request: refuse harmful prompts, help
+benign and borderline ones) and, for harmful prompts, it names the prompt's policy category (a prompt whose
+category is ``unclear`` names none). Shortest Rejection Sampling keeps the passing candidate with the fewest
+reasoning tokens (in student tokens; ties by total tokens); ``selection: random`` keeps a seeded random passing one
+instead (the paper's SRS ablation). Every example records its reasoning tokens and those of all its passing
+candidates, and the stats report ``srs_saving`` = 1 - mean(chosen) / mean(random passing), in reasoning tokens,
+the acceptance per prompt and per candidate (with n and a 95% interval), and how many of each prompt's k
+candidates are distinct. Every rejection is recorded with its reason.
 
 Files (``runs/<name>/synth_rw/``): ``answers.jsonl`` (offline teacher: the answer model's replies),
 ``candidates.jsonl`` (all candidates, resumable by id), ``rit_d.jsonl`` (SFT ``messages`` rows), ``rejects.jsonl``,
@@ -25,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from saro.models.generate import SamplingParams
+from saro.models.generate import Generation, SamplingParams
 from saro.policy import NONE, Policy
+from saro.prompts.attacks import judge_input
 from saro.prompts.categorize import UNCLEAR
 from saro.reasoning import parse
 from saro.recipe import SynthRWConfig
@@ -44,9 +49,16 @@ from saro.records import (
     write_jsonl_atomic,
 )
 from saro.stage import StageContext
-from saro.synth.answers import answer_id, model_answers, stage_backend
+from saro.stats import rate
+from saro.synth.answers import Answer, answer_id, model_answers, stage_backend
 from saro.synth.teacher import OfflineTeacher, base_text
-from saro.synth.teacher_prompts import teacher_messages, validate_teacher_output
+from saro.synth.teacher_prompts import (
+    LABEL_CUE_REASON,
+    TRUNCATED,
+    cites_label,
+    teacher_messages,
+    validate_teacher_output,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,24 +88,32 @@ def _student_tokenizer(ctx: StageContext) -> Any:
 # ------------------------------------------------------------------------------------- offline teacher
 
 
-def _answers(ctx: StageContext, cfg: SynthRWConfig, prompts: list[Prompt]) -> dict[str, str]:
+def _answers(ctx: StageContext, cfg: SynthRWConfig, prompts: list[Prompt]) -> dict[str, Answer]:
     """The answer model's own replies to the (unwrapped) benign and borderline prompts."""
     texts = [base_text(p) for p in prompts if p.kind != "harmful"]
     return model_answers(ctx, cfg.answer_model, texts, ctx.dir / "answers.jsonl", "answer model")
 
 
 def _offline_candidates(
-    ctx: StageContext, cfg: SynthRWConfig, prompts: list[Prompt], answers: dict[str, str]
+    ctx: StageContext, cfg: SynthRWConfig, prompts: list[Prompt], answers: dict[str, Answer]
 ) -> None:
+    """k composed candidates per prompt; for benign/borderline prompts the answer model's reply is the answer, and
+    a reply that stops mid-sentence makes the candidate ``truncated`` (rejected)."""
     teacher = OfflineTeacher(ctx.policy, seed=ctx.seed)
     with JsonlWriter(ctx.dir / "candidates.jsonl", fsync=False) as w:
         for p in prompts:
+            ans = answers.get(answer_id(base_text(p))) if p.kind != "harmful" else None
+            cut = ans is not None and not ans.complete
             for k in range(cfg.k):
                 cid = stable_id(p.id, k)
                 if cid in w:
                     continue
-                ans = answers.get(answer_id(base_text(p))) if p.kind != "harmful" else None
-                c = teacher.compose(p, sample=k, answer=ans)
+                c = teacher.compose(p, sample=k, answer=ans.text if ans else None)
+                meta: dict[str, Any] = {"style": c.style}
+                if ans is not None:
+                    meta["answer_finished"] = ans.finished
+                if cut:
+                    meta["reason"] = "truncated: the answer model's reply stops mid-sentence"
                 w.write(
                     Trajectory(
                         id=cid,
@@ -101,7 +121,8 @@ def _offline_candidates(
                         sample=k,
                         text=c.text,
                         generator="offline",
-                        meta={"style": c.style},
+                        status="rejected" if cut else "ok",
+                        meta=meta,
                     )
                 )
 
@@ -110,13 +131,14 @@ def _offline_candidates(
 
 
 def _model_candidates(ctx: StageContext, cfg: SynthRWConfig, prompts: list[Prompt]) -> None:
-    """k samples per prompt from a model teacher.
+    """k samples per prompt from a model teacher, asked as one conversation with ``n = k``.
 
-    A malformed sample (no parseable reasoning with a reflection and an answer) is asked again (the ``openai``
-    backend does this itself, with its request cache; for ``hf``/``vllm`` a new seed is drawn here), then recorded
-    as rejected with the reason. A request that still fails after the backend's retries (server errors, timeouts)
-    is not recorded as a candidate: it goes to ``errors.jsonl`` and is asked again when the stage is resumed; if
-    the stage finishes without it, the prompt's rejects say so.
+    A malformed sample (no parseable reasoning with a reflection and an answer) or one cut at ``max_new_tokens``
+    is asked again (the ``openai`` backend re-asks malformed ones itself, with its request cache; for the other
+    backends the prompt is sampled again with a new seed and the missing sample index taken from it), then
+    recorded as rejected with the reason. A request that still fails after the backend's retries (server errors,
+    timeouts) is not recorded as a candidate: it goes to ``errors.jsonl`` and is asked again when the stage is
+    resumed; if the stage finishes without it, the prompt's rejects say so.
     """
     spec = cfg.teacher
     gen = stage_backend(ctx, spec, validate=validate_teacher_output)
@@ -124,47 +146,67 @@ def _model_candidates(ctx: StageContext, cfg: SynthRWConfig, prompts: list[Promp
     attempts = 1 if spec.backend == "openai" else spec.malformed_retries + 1
     errors_path = ctx.dir / "errors.jsonl"
     with JsonlWriter(ctx.dir / "candidates.jsonl") as w:
-        todo = [(p, k) for p in prompts for k in range(cfg.k) if stable_id(p.id, k) not in w]
+        todo = {p.id: [k for k in range(cfg.k) if stable_id(p.id, k) not in w] for p in prompts}
         for attempt in range(attempts):
-            if not todo:
+            asked = [p for p in prompts if todo[p.id]]
+            if not asked:
                 break
-            convs = [teacher_messages(p, ctx.policy, few_shot=cfg.few_shot) for p, _ in todo]
+            convs = [teacher_messages(p, ctx.policy, few_shot=cfg.few_shot) for p in asked]
             # the attempt number changes the seed, so a retry is a new sample
             params = SamplingParams(
                 max_new_tokens=spec.max_new_tokens,
                 temperature=spec.temperature if spec.temperature > 0 else (0.7 if cfg.k > 1 else 0.0),
                 top_p=spec.top_p,
+                n=cfg.k,
                 seed=ctx.seed + 1000 * attempt,
             )
-            retry = []
+            retry: dict[str, list[int]] = {}
             desc = "teacher" + (f" (attempt {attempt + 1})" if attempt else "")
             for idx, gens in gen.generate_batches(convs, params, description=desc):
-                for i, g in zip(idx, gens, strict=True):
-                    p, k = todo[i]
-                    out = g[0]
-                    cid = stable_id(p.id, k)
-                    status = getattr(out, "status", "ok")
-                    if status == "error":
-                        _log_error(errors_path, cid, p.id, k, out.error or "request failed")
-                        continue
-                    reason = out.error if status == "rejected" else validate_teacher_output(out.text)
-                    if reason and status == "ok" and attempt + 1 < attempts:
-                        retry.append((p, k))
-                        continue
-                    meta = {"attempts": attempt + 1, **({"reason": reason} if reason else {})}
-                    w.write(
-                        Trajectory(
-                            id=cid,
-                            prompt_id=p.id,
-                            sample=k,
-                            text=out.text,
-                            generator=label,
-                            status="rejected" if reason else "ok",
-                            meta=meta,
-                        )
-                    )
-            todo = retry
+                for i, samples in zip(idx, gens, strict=True):
+                    p = asked[i]
+                    for k in todo[p.id]:
+                        if not _record_sample(w, errors_path, p, k, samples[k], label, attempt, attempts):
+                            retry.setdefault(p.id, []).append(k)
+            todo = {pid: retry.get(pid, []) for pid in todo}
     gen.close()
+
+
+def _record_sample(
+    w: JsonlWriter,
+    errors_path: Path,
+    p: Prompt,
+    k: int,
+    out: Generation,
+    label: str,
+    attempt: int,
+    attempts: int,
+) -> bool:
+    """Write sample ``k`` of prompt ``p`` as a candidate (ok or rejected with its reason), or log its failed
+    request; False when it should be asked again (malformed or truncated, and attempts are left)."""
+    cid = stable_id(p.id, k)
+    if out.status == "error":
+        _log_error(errors_path, cid, p.id, k, out.error or "request failed")
+        return True
+    if out.status == "rejected":
+        reason = out.error
+    else:
+        reason = validate_teacher_output(out.text) or (None if out.finished else TRUNCATED)
+        if reason and attempt + 1 < attempts:
+            return False
+    meta = {"attempts": attempt + 1, "finished": out.finished, "tokens": out.tokens}
+    w.write(
+        Trajectory(
+            id=cid,
+            prompt_id=p.id,
+            sample=k,
+            text=out.text,
+            generator=label,
+            status="rejected" if reason else "ok",
+            meta={**meta, **({"reason": reason} if reason else {})},
+        )
+    )
+    return True
 
 
 def _log_error(path: Path, cid: str, prompt_id: str, sample: int, error: str) -> None:
@@ -192,6 +234,8 @@ def check_candidate(p: Prompt, text: str, verdict: str, policy: Policy, cfg: Syn
             reasons.append(f"format: {fmt}")
     if parsed.steps and not _DECISION.search(parsed.steps[-1]):
         reasons.append("format: last reasoning step is not a decision")
+    if cites_label(text):
+        reasons.append(LABEL_CUE_REASON)
     want = "refused" if p.kind == "harmful" else "complied"
     if verdict == "unparseable":
         reasons.append("behaviour: no judgeable final answer")
@@ -227,6 +271,9 @@ class _Tally:
     acc: dict[str, Counter[str]] = field(default_factory=lambda: {k: Counter() for k in _GROUPS})
     tot: dict[str, Counter[str]] = field(default_factory=lambda: {k: Counter() for k in _GROUPS})
     reasons: Counter[str] = field(default_factory=Counter)
+    # per candidate: (kind, passed, cluster) for the acceptance rates, and distinct texts per prompt
+    cand: list[tuple[str, bool, str]] = field(default_factory=list)
+    distinct: list[int] = field(default_factory=list)
     short_tokens: list[int] = field(default_factory=list)
     random_tokens: list[int] = field(default_factory=list)
     chosen_tokens: list[int] = field(default_factory=list)
@@ -245,7 +292,7 @@ def finalize(
     teacher: str,
 ) -> dict[str, Any]:
     """Judge every candidate, keep the shortest passing one per prompt, write RIT-D, rejects, baseline and stats."""
-    from saro.judges import JudgeInput, get_judge
+    from saro.judges import get_judge
 
     cands = read_jsonl(sdir / "candidates.jsonl", Trajectory)
     by_prompt: dict[str, list[Trajectory]] = defaultdict(list)
@@ -253,7 +300,7 @@ def finalize(
         by_prompt[c.prompt_id].append(c)
     ok = [c for c in cands if c.status == "ok"]
     pmap = {p.id: p for p in prompts}
-    verdicts = get_judge(cfg.judge).judge([JudgeInput(pmap[c.prompt_id].text, c.text) for c in ok])
+    verdicts = get_judge(cfg.judge).judge([judge_input(pmap[c.prompt_id], c.text) for c in ok])
     label = {c.id: v.label for c, v in zip(ok, verdicts, strict=True)}
     errors = _request_errors(sdir)
     t = _Tally()
@@ -261,6 +308,8 @@ def finalize(
         cs = sorted(by_prompt.get(p.id, []), key=lambda c: c.sample)
         _missing(p, cs, cfg, errors, t)
         passing = _passing(p, cs, label, policy, cfg, t)
+        if cs:
+            t.distinct.append(len({c.text for c in cs}))
         for key, val in (("kind", p.kind), ("category", p.category), ("attack", p.attack or "none")):
             t.tot[key][val] += 1
             if passing:
@@ -337,6 +386,7 @@ def _passing(
             reasons = [c.meta.get("reason", "malformed")]
         else:
             reasons = check_candidate(p, c.text, label[c.id], policy, cfg)
+        t.cand.append((p.kind, not reasons, p.base_id or p.id))
         if reasons:
             t.rejects.append(_reject(p, c.id, c.sample, reasons, label.get(c.id)))
             t.reasons.update(r.split(":")[0] for r in reasons)
@@ -355,8 +405,9 @@ def _accept(
     teacher: str,
     t: _Tally,
 ) -> None:
-    """Keep one passing candidate (and its SafetySFT twin): the shortest in student tokens (Shortest Rejection
-    Sampling), or a seeded random one (``selection: random``, the SRS ablation)."""
+    """Keep one passing candidate (and its SafetySFT twin): the one with the fewest reasoning tokens, ties broken by
+    total tokens (Shortest Rejection Sampling, as the paper states its saving), or a seeded random one
+    (``selection: random``, the SRS ablation)."""
 
     def ntok(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -364,7 +415,7 @@ def _accept(
     lengths = [ntok(c.text) for c in passing]
     parsed_all = [parse(c.text) for c in passing]
     r_lengths = [ntok(x.reasoning or "") for x in parsed_all]
-    shortest = min(range(len(passing)), key=lambda i: (lengths[i], passing[i].sample))
+    shortest = min(range(len(passing)), key=lambda i: (r_lengths[i], lengths[i], passing[i].sample))
     drawn = rng.randrange(len(passing))
     best = shortest if cfg.selection == "shortest" else drawn
     t.short_tokens.append(lengths[shortest])
@@ -393,6 +444,7 @@ def _accept(
         "reasoning_tokens": n_r,
         "reasoning_tokens_passing_mean": round(mean_r, 2),
         "reasoning_tokens_passing": r_lengths,
+        "total_tokens_passing": lengths,
         "answer_tokens": n_a,
         "judge": {cfg.judge: label[chosen.id]},
     }
@@ -423,6 +475,13 @@ def _stats(prompts: list[Prompt], cands: list[Trajectory], cfg: SynthRWConfig, t
         "rejected_candidates": len(t.rejects),
         "rejection_reasons": dict(t.reasons),
         "acceptance": {"kind": rate("kind"), "category": rate("category"), "attack": rate("attack")},
+        "candidate_acceptance": _candidate_acceptance(t),
+        "distinct_candidates": {
+            "k": cfg.k,
+            "prompts": len(t.distinct),
+            "mean_per_prompt": round(statistics.fmean(t.distinct), 3) if t.distinct else 0.0,
+            "prompts_all_distinct": sum(1 for d in t.distinct if d == cfg.k),
+        },
         "tokens": {
             "reasoning_mean": mean(t.reasoning_tokens),
             "answer_mean": mean(t.answer_tokens),
@@ -437,6 +496,17 @@ def _stats(prompts: list[Prompt], cands: list[Trajectory], cfg: SynthRWConfig, t
             **srs_saving(t.reasoning_tokens, t.passing_reasoning_means),
         },
     }
+
+
+def _candidate_acceptance(t: _Tally) -> dict[str, Any]:
+    """The share of candidates that pass, overall and per kind, with a 95% interval (the candidates of one prompt,
+    and of the wrappings of one base prompt, are resampled together)."""
+
+    def one(rows: list[tuple[str, bool, str]]) -> dict[str, Any]:
+        return rate([ok for _, ok, _ in rows], clusters=[c for _, _, c in rows])
+
+    kinds = sorted({k for k, _, _ in t.cand})
+    return {"all": one(t.cand), "kind": {k: one([r for r in t.cand if r[0] == k]) for k in kinds}}
 
 
 def srs_saving(chosen: list[int], passing_means: list[float]) -> dict[str, Any]:

@@ -1,14 +1,21 @@
 """The ``synth_srpo`` stage: preference data about the reasoning process (SRPO), from the RW model's own samples.
 
 1. Sample the RW model n times per SRPO prompt (harmful, jailbreak-wrapped with training attacks, borderline,
-   benign) and judge each sample's final answer: right (refuse harmful, help benign/borderline) or wrong. With
-   ``judge_reasoning`` a sample whose answer is right but whose reasoning drifts (offline step judge) is wrong too.
+   benign) and judge each sample's final answer as the user reads it, against the unwrapped request: right
+   (refuse harmful, help benign/borderline) or wrong. With ``judge_reasoning`` a sample whose answer is right but
+   whose reasoning drifts (offline step judge) is wrong too. A sample cut at ``max_new_tokens`` is neither: it is
+   counted (``truncated``) and never trained on.
 2. **OP-COT** (outcome level): for a prompt with right and wrong samples, chosen = the shortest right sample,
    rejected = a wrong one. Prompts where every sample is wrong get a chosen trajectory from the teacher.
 3. **PP-COT** (process level): find the earliest step where a wrong trajectory drifts (the step judge: offline
    regex stance, or the teacher). chosen = shared prefix + a "Wait, ..." reflection naming the policy clause + a
    corrected continuation and answer (written by the teacher); rejected = the shared prefix + the drifting
-   continuation. Without a wrong sample, a drift is constructed from a right sample's opening step.
+   continuation. Without a wrong sample, a drift is constructed from a right sample's opening step. A pair whose
+   shared prefix holds a step that already leans the wrong way (offline step judge) is not built (counted).
+   The drift model's answers (the base model) are judged like the samples; only complete, compliant ones are used
+   (the rejected side of a constructed harmful drift and of SafetyDPO, the answer of a benign prompt without a
+   right sample). A prompt without one gets no constructed drift and no SafetyDPO pair; every such case is counted
+   in ``stats.json`` (``drift_answers``, ``dropped``), and each pair that uses one says so in its meta.
 4. **Early vs late**: the same correction placed at the earliest drifting step is preferred over the same
    correction placed after more drifting steps (early reflection saves tokens).
 5. Mixing, de-duplication, hygiene drops and a length check against the DPO ``max_length`` are counted in
@@ -26,8 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from saro.judges.step import find_drift
+from saro.judges.step import find_drift, step_stance
 from saro.models.generate import SamplingParams
+from saro.prompts.attacks import judge_input
 from saro.reasoning import parse
 from saro.recipe import SynthSRPOConfig
 from saro.records import (
@@ -43,7 +51,7 @@ from saro.records import (
     write_jsonl_atomic,
 )
 from saro.stage import StageContext
-from saro.synth.answers import answer_id, model_answers, stage_backend
+from saro.synth.answers import Answer, answer_id, model_answers, stage_backend
 from saro.synth.pairs import (
     PAIR_TYPES,
     early_late_pair,
@@ -103,20 +111,50 @@ def _sample_policy(ctx: StageContext, cfg: SynthSRPOConfig, prompts: list[Prompt
         gen.close()
 
 
-def _drift_answers(ctx: StageContext, cfg: SynthSRPOConfig, prompts: list[Prompt]) -> dict[str, str]:
-    """The drift model's own answers (base model): compliant answers to harmful prompts, and answers to benign
-    prompts (used as the corrected answer when no right sample exists). Keyed by the unwrapped text's id."""
+def _drift_answers(ctx: StageContext, cfg: SynthSRPOConfig, prompts: list[Prompt]) -> dict[str, Answer]:
+    """The drift model's own answers (base model) to the unwrapped prompts, keyed by the unwrapped text's id: the
+    compliant ones to harmful prompts become drifting continuations, those to benign prompts the corrected answer
+    when no right sample exists."""
     texts = [base_text(p) for p in prompts]
     return model_answers(ctx, cfg.drift_model, texts, ctx.dir / "drift_answers.jsonl", "drift model answers")
+
+
+def usable_drift_answers(
+    cfg: SynthSRPOConfig, prompts: list[Prompt], answers: dict[str, Answer]
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Prompt id -> the drift model's answer where it is usable: complete (not cut mid-sentence) and judged
+    ``complied`` (a refusal cannot be the compliant side of a pair, nor the answer to a benign prompt). Also the
+    counts by kind: usable, refused, unparseable, truncated, missing (the request failed)."""
+    from saro.judges import JudgeInput, get_judge
+
+    by_aid = {answer_id(base_text(p)): base_text(p) for p in prompts}
+    judged = [aid for aid in by_aid if aid in answers and answers[aid].complete]
+    # the drift model was asked the unwrapped request itself, so it is judged against exactly that
+    verdicts = get_judge(cfg.judge).judge([JudgeInput(by_aid[a], answers[a].text) for a in judged])
+    label = {a: v.label for a, v in zip(judged, verdicts, strict=True)}
+    usable: dict[str, str] = {}
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for p in prompts:
+        aid = answer_id(base_text(p))
+        if aid not in answers:
+            outcome = "missing"
+        elif not answers[aid].complete:
+            outcome = "truncated"
+        else:
+            outcome = "usable" if label[aid] == "complied" else label[aid]
+        counts[p.kind][outcome] += 1
+        if outcome == "usable":
+            usable[p.id] = answers[aid].text
+    return usable, {"judge": cfg.judge, "by_kind": {k: dict(v) for k, v in sorted(counts.items())}}
 
 
 def judge_samples(cfg: SynthSRPOConfig, prompts: list[Prompt], samples: list[Trajectory]) -> Judged:
     """Each sample's outcome: the judge's label, or ``reasoning_drift`` when ``judge_reasoning`` finds a drifting
     step in a sample whose final answer is right."""
-    from saro.judges import JudgeInput, get_judge
+    from saro.judges import get_judge
 
     pmap = {p.id: p for p in prompts}
-    verdicts = get_judge(cfg.judge).judge([JudgeInput(pmap[s.prompt_id].text, s.text) for s in samples])
+    verdicts = get_judge(cfg.judge).judge([judge_input(pmap[s.prompt_id], s.text) for s in samples])
     by_prompt: Judged = defaultdict(list)
     for s, v in zip(samples, verdicts, strict=True):
         p, label = pmap[s.prompt_id], v.label
@@ -147,14 +185,16 @@ class Collected:
     baseline: list[PreferencePair] = field(default_factory=list)
     judged: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
+    drift_answers: dict[str, Any] = field(default_factory=dict)
 
 
 def build_pairs(
-    ctx: StageContext, cfg: SynthSRPOConfig, prompts: list[Prompt], drift_answers: dict[str, str]
+    ctx: StageContext, cfg: SynthSRPOConfig, prompts: list[Prompt], drift_answers: dict[str, Answer]
 ) -> dict[str, Any]:
     """Judge the samples and build, mix, check and write all pair types (cheap; recomputed on resume)."""
     samples = read_jsonl(ctx.dir / "samples.jsonl", Trajectory)
     judged = judge_samples(cfg, prompts, samples)
+    usable, drift_stats = usable_drift_answers(cfg, prompts, drift_answers)
     teacher = make_teacher(ctx, cfg)
     tok = _tokenizer(ctx)
 
@@ -164,13 +204,13 @@ def build_pairs(
     def collect() -> Collected:
         out = Collected()
         for p in prompts:
-            drift_ans = drift_answers.get(answer_id(base_text(p)), "")
-            prompt_pairs(p, judged.get(p.id, []), drift_ans, teacher, cfg, ctx.seed, ntok, out)
+            prompt_pairs(p, judged.get(p.id, []), usable.get(p.id, ""), teacher, cfg, ctx.seed, ntok, out)
         return out
 
     got = collect()
     if isinstance(teacher, ModelSRPOTeacher):
         got = _ask_teacher(ctx, teacher, collect, got)
+    got.drift_answers = drift_stats
     return write_pairs(ctx, cfg, got, tok, len(prompts), len(samples), teacher)
 
 
@@ -202,13 +242,14 @@ def prompt_pairs(
     ntok: Callable[[str], int],
     out: Collected,
 ) -> None:
-    """All pairs of one prompt into ``out`` (the order of the random draws is part of the output)."""
+    """All pairs of one prompt into ``out`` (the order of the random draws is part of the output). ``drift_ans`` is
+    the drift model's answer when it is usable (complete and compliant), else empty."""
     want = _want(p)
     right = [(s, v) for s, v in ss if v == want and s.status == "ok"]
-    wrong = [(s, v) for s, v in ss if v not in (want, "unparseable")]
-    for _, v in ss:
+    wrong = [(s, v) for s, v in ss if v not in (want, "unparseable") and s.status == "ok"]
+    for s, v in ss:
         outcome = "right" if v == want else "wrong" if v != "unparseable" else "unparseable"
-        out.judged[f"{p.kind}:{outcome}"] += 1
+        out.judged[f"{p.kind}:{outcome if s.status == 'ok' else 'truncated'}"] += 1
     prng = random.Random(stable_id(seed, p.id, "srpo-pairs"))
     chosen_text: str | None
     if right:
@@ -224,24 +265,31 @@ def prompt_pairs(
         if chosen_text is not None:
             meta = {"chosen_source": chosen_src, "rejected_sample": rej.sample, "n_right": len(right)}
             meta.update(n_wrong=len(wrong), chosen_tokens=ntok(chosen_text), rejected_tokens=ntok(rej.text))
-            out.pools["op_cot"].append(
-                make_pair(p, chosen_text, rej.text, "op_cot", {**meta, "judge": cfg.judge})
-            )
+            meta.update(judge=cfg.judge, **_drift_mark(drift_ans, chosen_text))
+            out.pools["op_cot"].append(make_pair(p, chosen_text, rej.text, "op_cot", meta))
     _long_short(p, right, ntok, out)
     drifts = _drifts(p, wrong, teacher, out)
     if drifts is None:
         return  # the step judge has not answered yet: this pass only collects requests
     if not drifts and good.steps:
-        drifts.append(constructed_drift(p, good, drift_ans, prng, teacher.composer))
+        built = constructed_drift(p, good, drift_ans, prng, teacher.composer)
+        if built is None:
+            out.dropped["pp_cot: no compliant drift answer to construct a drift from"] += 1
+        else:
+            drifts.append(built)
     corr = teacher.correction(p, drifts[0] if drifts else None, good, drift_ans, prng)
     if drifts and corr is None:
         out.dropped["pp_cot: no usable teacher correction"] += 1
     elif drifts and corr is not None:
-        _process_pairs(p, drifts[0], corr, ntok, out)
+        _process_pairs(p, drifts[0], corr, ntok, out, drift_ans)
     if cfg.safety_dpo:
         b = _baseline_pair(p, good.answer, drift_ans, teacher, prng)
         if b:
+            b.meta.update(_drift_mark(drift_ans, b.chosen[-1][CONTENT], b.rejected[-1][CONTENT]))
             out.baseline.append(b)
+        else:
+            why = "no compliant drift answer" if p.kind == "harmful" else "no right answer"
+            out.dropped[f"safety_dpo: {why}"] += 1
 
 
 def _long_short(
@@ -279,17 +327,40 @@ def _drifts(
     return None if pending else drifts
 
 
+def _drift_mark(drift_ans: str, *texts: str) -> dict[str, str]:
+    """The meta of a pair that contains the drift model's answer: the verdict that made it usable."""
+    return {"drift_answer": "judged complied"} if drift_ans and any(drift_ans in t for t in texts) else {}
+
+
+def prefix_leans_wrong(p: Prompt, prefix: list[str]) -> bool:
+    """Whether a shared prefix already holds a step leaning the wrong way (offline step judge): toward helping on a
+    harmful prompt, toward refusing on a benign one. A PP-COT chosen must not keep such a step before its
+    reflection; the step judge that placed the drift missed it."""
+    wrong = "help" if p.kind == "harmful" else "refuse"
+    return any(step_stance(step) == wrong for step in prefix)
+
+
 def _process_pairs(
-    p: Prompt, drift: Drift, corr: Correction, ntok: Callable[[str], int], out: Collected
+    p: Prompt,
+    drift: Drift,
+    corr: Correction,
+    ntok: Callable[[str], int],
+    out: Collected,
+    drift_ans: str,
 ) -> None:
     """The PP-COT pair of a drift and its early-vs-late pair."""
     prefix, drifting, d_answer, src = drift
     if not drifting and not d_answer:
         out.dropped["pp_cot: nothing to prefer after the shared prefix"] += 1
         return
+    if prefix_leans_wrong(p, prefix):
+        out.dropped[f"pp_cot: shared prefix leans wrong ({p.kind})"] += 1
+        return
     chosen, rejected = pp_pair(prefix, drifting, d_answer, corr)
     meta = {"drift_step": len(prefix), "reflection_step": len(prefix), "drift_source": src}
-    meta.update(chosen_tokens=ntok(chosen), rejected_tokens=ntok(rejected))
+    meta.update(
+        chosen_tokens=ntok(chosen), rejected_tokens=ntok(rejected), **_drift_mark(drift_ans, chosen, rejected)
+    )
     out.pools["pp_cot"].append(make_pair(p, chosen, rejected, "pp_cot", meta))
     el = early_late_pair(prefix, drifting, corr, delay=max(1, len(drifting)) if drifting else 0)
     if el:
@@ -300,6 +371,7 @@ def _process_pairs(
             "drift_source": src,
             "chosen_tokens": ntok(el[0]),
             "rejected_tokens": ntok(el[1]),
+            **_drift_mark(drift_ans, *el),
         }
         out.pools["early_late"].append(make_pair(p, el[0], el[1], "early_late", meta_el))
 
@@ -351,6 +423,7 @@ def write_pairs(
         "dropped": dict(got.dropped),
         "length": length_stats,
         "safety_dpo_pairs": len(baseline),
+        "drift_answers": got.drift_answers,
     }
     if isinstance(teacher, ModelSRPOTeacher):
         stats["teacher"] = {"name": teacher.name, "step_judge": cfg.step_judge, "requests": teacher.summary()}

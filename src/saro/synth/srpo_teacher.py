@@ -6,8 +6,10 @@ the earliest drifting step of a wrong trajectory, and the reflection + corrected
 The model teacher answers from ``teacher.jsonl`` (one record per request id: ``ok`` or ``rejected`` with the
 reason); a question it has no record for is queued and answered ``None`` for now, so the stage builds the pairs,
 sends the queued requests (``run_pending``), and builds again until nothing new is asked. Each answer is
-validated (format, the reflection starts with "Wait," and names the policy category, the final behaviour is right
-per the stage's judge) and asked again with a new seed up to ``malformed_retries`` times, then recorded as rejected.
+validated (finished, not cut at ``max_new_tokens``; format; the reflection starts with "Wait," and names the policy
+category; no reference to the label the teacher was told; the final behaviour is right per the stage's judge, which
+reads the unwrapped request) and asked again with a new seed up to ``malformed_retries`` times, then recorded as
+rejected.
 A request that still fails (server errors, timeouts) is not recorded: it goes to ``teacher_errors.jsonl`` and is
 asked again when the stage is resumed. Records are appended one by one, so a killed stage loses nothing it finished.
 """
@@ -23,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from saro.judges.base import Judge, JudgeInput
+from saro.judges.base import Judge
 from saro.judges.step import find_drift
 from saro.models.generate import Generator, SamplingParams
 from saro.policy import Policy
+from saro.prompts.attacks import judge_input
 from saro.reasoning import Parsed
 from saro.recipe import BackendSpec
 from saro.records import JsonlWriter, Prompt, read_rows, stable_id
@@ -39,7 +42,13 @@ from saro.synth.srpo_prompts import (
     step_judge_messages,
 )
 from saro.synth.teacher import Correction, OfflineTeacher, offline_correction, reflection_for
-from saro.synth.teacher_prompts import teacher_messages, validate_teacher_output
+from saro.synth.teacher_prompts import (
+    LABEL_CUE_REASON,
+    TRUNCATED,
+    cites_label,
+    teacher_messages,
+    validate_teacher_output,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +82,8 @@ class OfflineSRPOTeacher:
         self.composer = OfflineTeacher(policy, seed=seed)
 
     def chosen(self, p: Prompt, drift_ans: str) -> str | None:
+        if p.kind != "harmful" and not drift_ans:
+            return None  # a benign prompt's composed trajectory needs a compliant answer to end in
         return self.composer.compose(p, sample=0, answer=drift_ans if p.kind != "harmful" else None).text
 
     def drift_step(self, p: Prompt, parsed: Parsed, verdict: str) -> DriftStep:
@@ -82,6 +93,8 @@ class OfflineSRPOTeacher:
         self, p: Prompt, drift: Drift | None, good: Parsed, drift_ans: str, rng: random.Random
     ) -> Correction | None:
         steps, answer = offline_correction(p, good, self.composer, drift_ans)
+        if not answer:
+            return None
         return Correction(reflection_for(p, self.policy, rng), steps, answer)
 
 
@@ -167,13 +180,15 @@ class ModelSRPOTeacher:
 
     def _right(self, p: Prompt, text: str) -> str | None:
         want = "refused" if p.kind == "harmful" else "complied"
-        got = self.judge.judge([JudgeInput(p.text, text)])[0].label
+        got = self.judge.judge([judge_input(p, text)])[0].label
         return None if got == want else f"behaviour: judged {got}, want {want}"
 
     def _check_chosen(self, p: Prompt, text: str) -> str | None:
         fmt = validate_teacher_output(text)
         if fmt:
             return f"format: {fmt}"
+        if cites_label(text):
+            return LABEL_CUE_REASON
         if p.kind == "harmful" and not names_category(text, p, self.policy):
             return f"category: the reasoning does not name [{p.category}]"
         return self._right(p, text)
@@ -182,6 +197,8 @@ class ModelSRPOTeacher:
         corr = parse_correction(text)
         if isinstance(corr, str):
             return f"format: {corr}"
+        if cites_label(text):
+            return LABEL_CUE_REASON
         if not names_category(corr.reflection, p, self.policy):
             return f"reflection: does not name the policy category [{p.category}]"
         return self._right(p, corr.answer)
@@ -240,7 +257,10 @@ class ModelSRPOTeacher:
                 if out.status == "error":
                     self._log_error(req, out.error or "request failed")
                     continue
-                reason = out.error if out.status == "rejected" else req.check(out.text)
+                if out.status == "rejected":
+                    reason = out.error
+                else:
+                    reason = req.check(out.text) if out.finished else TRUNCATED
                 if reason and not last:
                     retry.append(req)
                     continue

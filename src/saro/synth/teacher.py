@@ -9,8 +9,9 @@ and borderline prompts. For borderline prompts it names the risky-looking word a
 request safe. No decision depends on how the request is phrased (question or instruction) or on its source.
 
 The k candidates of one prompt differ in length the way sampled teacher outputs do: each gets a style (``concise``,
-``standard`` or ``detailed``: the latter adds the user's likely intent and a second policy check), rotated over the
-sample index from a per-request offset, so Shortest Rejection Sampling has real length differences to choose from.
+``standard`` or ``detailed``: the latter adds the user's likely intent and a second policy check) drawn at random
+per (request, sample) from the seed, so Shortest Rejection Sampling has real length differences to choose from, and
+how often a shorter candidate is among the k (the SRS saving) is a measurement, not a rotation that guarantees one.
 For SRPO it also writes the "Wait, ..." reflection that names the policy clause, the corrected continuation, and
 the constructed drifting continuations. A real, documented backend that runs anywhere; paper-quality data needs a
 strong teacher (``synth.teacher_prompts``).
@@ -141,10 +142,10 @@ def enables(text: str, cat: Category | None, rng: random.Random) -> str:
 
 
 def style_for(text: str, sample: int, seed: int = 0) -> str:
-    """The length style of candidate ``sample``: rotated from a per-request offset, so any three consecutive
-    samples of one request cover concise, standard and detailed."""
-    offset = int(stable_id("style", seed, " ".join(text.split())), 16) % len(STYLES)
-    return STYLES[(offset + sample) % len(STYLES)]
+    """The length style of candidate ``sample`` of a request: an independent, seeded uniform draw per (request,
+    sample), so k candidates may repeat a style or miss one, as sampled teacher outputs do."""
+    draw = int(stable_id("style", seed, " ".join(text.split()), sample), 16)
+    return STYLES[draw % len(STYLES)]
 
 
 FRAMINGS = {
@@ -215,15 +216,18 @@ class OfflineTeacher:
         self.policy = policy
         self.seed = seed
 
-    def compose(self, prompt: Prompt, sample: int = 0, answer: str | None = None) -> Composed:
-        """One candidate. ``answer`` is the answer model's reply for benign/borderline prompts."""
+    def compose(
+        self, prompt: Prompt, sample: int = 0, answer: str | None = None, style: str | None = None
+    ) -> Composed:
+        """One candidate. ``answer`` is the answer model's reply for benign/borderline prompts; ``style`` overrides
+        the sample's drawn length style."""
         base = base_text(prompt)
         ctx = _Ctx(
             base=base,
             g=gist(base),
             cat=self.policy.get(prompt.category) if prompt.category not in NO_CATEGORY else None,
             fam=framing_family(prompt),
-            style=style_for(base, sample, self.seed),
+            style=style or style_for(base, sample, self.seed),
             rng=random.Random(stable_id("offline-teacher", self.seed, prompt.id, sample)),
         )
         if prompt.kind == "harmful":
@@ -521,13 +525,16 @@ def reflection_for(prompt: Prompt, policy: Policy, rng: random.Random) -> str:
 
 def constructed_drift(
     p: Prompt, good: Parsed, drift_ans: str, rng: random.Random, teacher: OfflineTeacher
-) -> tuple[list[str], list[str], str, str]:
+) -> tuple[list[str], list[str], str, str] | None:
     """A drifting continuation built offline, in the words the RW model itself uses for the *other* kind of prompt:
     a harmful prompt talked into helping with the over-refusal reflection, a benign one talked into refusing with
     the policy-violation step. These are the hard negatives: the model must tell the two apart by the request, not
-    by the wording of its reflection."""
+    by the wording of its reflection. A harmful prompt needs ``drift_ans``, a compliant answer of the drift model
+    (judged so by the caller): without one there is no drift to build (None)."""
     prefix = good.steps[:1]
     if p.kind == "harmful":
+        if not drift_ans:
+            return None
         trig = trigger_word(base_text(p), teacher.policy)
         look = f'the word "{trig}"' if trig else "how this sounds"
         drifting = [
@@ -540,15 +547,11 @@ def constructed_drift(
             ),
             rng.choice(["So I will help.", "I will give a direct, helpful answer."]),
         ]
-        answer = drift_ans or "Sure, here is how to do that."
+        answer = drift_ans
     else:
         as_harmful = p.model_copy(update={"kind": "harmful", "category": harm_category(p, teacher.policy)})
         # the standard style always has the policy step third (restatement, risk, policy, wait, decide)
-        wrong = next(
-            c
-            for c in (teacher.compose(as_harmful, sample=s) for s in range(len(STYLES)))
-            if c.style == "standard"
-        )
+        wrong = teacher.compose(as_harmful, style="standard")
         drifting = [wrong.steps[2], wrong.steps[-1]]
         answer = wrong.answer
     return prefix, drifting, answer, "constructed"
@@ -567,9 +570,10 @@ def harm_category(p: Prompt, policy: Policy) -> str:
 def offline_correction(
     p: Prompt, good: Parsed, teacher: OfflineTeacher, drift_ans: str
 ) -> tuple[list[str], str]:
-    """The corrected continuation after the reflection: the right trajectory's decision step and its answer."""
+    """The corrected continuation after the reflection: the right trajectory's decision step and its answer (for a
+    benign prompt without a right trajectory, the drift model's compliant answer; empty when there is none)."""
     decision = good.steps[-1:] if good.steps else []
     answer = good.answer
-    if not answer:
+    if not answer and (p.kind == "harmful" or drift_ans):
         answer = teacher.compose(p, answer=drift_ans).answer
     return decision, answer

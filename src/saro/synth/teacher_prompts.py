@@ -2,12 +2,15 @@
 
 RW: the system prompt with the policy and the step structure, few-shot exemplars and a reviewer note with the
 prompt's label (``teacher_messages``); an answer must be parseable reasoning with a "Wait, ..." reflection and an
-answer (``validate_teacher_output``). SRPO prompts are in ``synth.srpo_prompts``.
+answer (``validate_teacher_output``). The student never sees the note, so an answer that refers to it
+(``cites_label``) is not kept: the synthesis stages reject it and count it. SRPO prompts are in
+``synth.srpo_prompts``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 
 from saro.policy import NONE, Policy
 from saro.prompts.categorize import UNCLEAR
@@ -127,6 +130,22 @@ def reviewer_note(prompt: Prompt) -> str:
     if prompt.kind == "borderline":
         return "(Reviewer note: this request was labelled benign even though it may look sensitive.)"
     return "(Reviewer note: this request was labelled benign.)"
+
+
+# how a teacher's text gives away that it was told the label: the note itself, or the verdict passed on as a fact
+_LABEL_CUE = re.compile(
+    r"\breviewer\b|\breview note\b|\bthe (?:given |provided |assigned )?label\b|"
+    r"\b(?:labell?ed|flagged|marked|tagged|classified) (?:as )?(?:harmful|benign|safe|unsafe|sensitive)\b",
+    re.IGNORECASE,
+)
+LABEL_CUE_REASON = "label: the text refers to the label note the student never sees"
+TRUNCATED = "truncated: cut at max_new_tokens before the teacher finished"
+
+
+def cites_label(text: str) -> bool:
+    """Whether a teacher's text (reasoning or answer) refers to the label it was given ("the reviewer note says",
+    "this was labelled harmful"): the student would learn to reason from a cue it never gets."""
+    return _LABEL_CUE.search(text) is not None
 
 
 def validate_teacher_output(text: str) -> str | None:

@@ -115,7 +115,7 @@ class _SaroFields:
             args.bf16 = bool(not args.fp16 and _bf16_gpu() and not args.use_cpu)
         elif args.bf16 and not _bf16_gpu():
             args.use_cpu = True  # bf16 autocast on CPU needs use_cpu (else transformers refuses bf16)
-        if hasattr(self, "activation_checkpointing"):  # transformers >= 5.24 renamed gradient_checkpointing
+        if hasattr(self, "activation_checkpointing"):  # transformers >= 5.23 renamed gradient_checkpointing
             if args.activation_checkpointing is None:
                 # TRL turns it on by default (memory on GPUs); on CPU it only costs time.
                 args.activation_checkpointing = bool(
@@ -125,6 +125,8 @@ class _SaroFields:
                 args.activation_checkpointing
             )  # silences the deprecated-alias warning
         elif not cuda or args.use_cpu:
+            # transformers < 5.23 (no activation_checkpointing field): TRL's default True cannot be told from a
+            # recipe's, so on CPU, where checkpointing changes no number and only costs time, it is always off.
             args.gradient_checkpointing = False
         if not cuda or args.use_cpu:
             args.dataloader_pin_memory = False
@@ -233,10 +235,34 @@ def config_fields(cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
 
 
+# Recipe keys -> their names in transformers before 5.23 (vLLM 0.31 allows 5.10-5.17, vLLM 0.33 5.16-5.20).
+RENAMED_FIELDS = {
+    "activation_checkpointing": "gradient_checkpointing",
+    "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs",
+}
+
+
+def installed_names(cls: type, stage: str, section: dict[str, Any]) -> dict[str, Any]:
+    """The section with each renamed key under the name the installed transformers uses, so one recipe loads
+    under every version ``pyproject.toml`` allows (recipes write the current name)."""
+    known = config_fields(cls)
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        old = RENAMED_FIELDS.get(key)
+        if old is not None and key not in known and old in known:
+            if old in section:
+                raise SaroError(f"{stage}: set '{key}' only ('{old}' is its old name)")
+            out[old] = value
+        else:
+            out[key] = value
+    return out
+
+
 def _build(cls: type, stage: str, defaults: dict[str, Any], section: dict[str, Any], output_dir: str) -> Any:
     if not isinstance(section, dict):
         raise SaroError(f"{stage}: expected a mapping of settings, got {type(section).__name__}")
     known = config_fields(cls)
+    section = installed_names(cls, stage, section)
     for key in section:
         if key in RESERVED:
             raise SaroError(f"{stage}: '{key}' is set by saro, remove it from the recipe")
