@@ -21,11 +21,11 @@ from saro.evaluate.metrics import (
 )
 from saro.policy import load_policy
 from saro.prompts.build import build_prompts
-from saro.prompts.suites import SUITE_TYPES, expand_suites, list_suites, load_suite
 from saro.recipe import PromptsConfig, validate_recipe
 from saro.records import EvalRecord
 from saro.standalone import StandaloneEval, build_recipe, parse_judge_options, parse_model
 from saro.stats import rate
+from saro.suites import SUITE_TYPES, expand_suites, list_suites, load_suite
 
 # ------------------------------------------------------------------------------------------------ suites
 

@@ -141,7 +141,7 @@ def input_files(recipe: Recipe, stage: str) -> tuple[dict[str, str], list[str]]:
             if u:
                 unpinned.append(u)
     if table.SUITE_FILES in kinds and recipe.prompts.eval_suites:
-        from saro.prompts.suites import suite_files
+        from saro.suites import suite_files
 
         paths += suite_files(recipe.prompts.eval_suites)
     if table.POLICY_FILE in kinds:

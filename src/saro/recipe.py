@@ -101,7 +101,7 @@ class PromptsConfig(Section):
     )
     eval_suites: list[str | dict[str, Any]] = Field(
         default_factory=list,
-        description="benchmark suites by name or YAML path (see `saro.prompts.suites`), expanded into eval",
+        description="benchmark suites by name or YAML path (see `saro.suites`), expanded into eval",
     )
     suite_info: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="filled from eval_suites: version, type and sampling per suite"
@@ -112,7 +112,7 @@ class PromptsConfig(Section):
         """Append the entries of ``eval_suites`` to ``eval`` (once: a dumped and reloaded config is unchanged)."""
         if not self.eval_suites:
             return self
-        from saro.prompts.suites import expand_suites
+        from saro.suites import expand_suites
 
         try:
             raw, info = expand_suites(self.eval_suites)

@@ -37,13 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from saro.evaluate.measures import (
-    COMPLIED,
     GENERALIZATION_MEASURES,
     MEASURES,
-    REFUSED,
-    SAFE,
-    UNPARSEABLE,
-    UNSAFE,
     attack_name,
     is_correct,
     is_prefilled,
@@ -54,6 +49,7 @@ from saro.evaluate.measures import (
 )
 from saro.evaluate.paired import compare, newcombe_independent, paired_comparisons
 from saro.evaluate.quality import quality_metrics
+from saro.judges.base import COMPLIED, REFUSED, SAFE, UNPARSEABLE, UNSAFE
 from saro.records import EvalRecord
 from saro.stats import MIN_BOOT, IntervalMethod, mean_of, rate
 

@@ -7,7 +7,7 @@ the models' training data), ``metrics.json``. Completions to harmful prompts sta
 printed.
 
 Generation goes through any backend (``hf``, ``vllm``, ``openai``: ``eval.models[].backend``), greedy unless a
-suite asks otherwise; each suite's sampling (``saro.prompts.suites``) is applied, with ``max_new_tokens`` capped by
+suite asks otherwise; each suite's sampling (``saro.suites``) is applied, with ``max_new_tokens`` capped by
 ``eval.max_new_tokens`` and ``eval.reasoning_budget`` as the default thinking budget.
 """
 
@@ -36,7 +36,6 @@ from saro.judges.base import JudgeInput
 from saro.models.backends import LOCAL_BACKENDS
 from saro.models.generate import SamplingParams
 from saro.policy import Policy
-from saro.prompts.suites import suite_of, suite_sampling
 from saro.reasoning import parse
 from saro.recipe import BackendSpec, EvalConfig, EvalModel
 from saro.records import (
@@ -51,6 +50,7 @@ from saro.records import (
 from saro.stage import RunDir, RunFiles, StageContext
 from saro.stages import MAIN, parse_model_ref
 from saro.stats import IntervalMethod
+from saro.suites import suite_of, suite_sampling
 
 log = logging.getLogger(__name__)
 

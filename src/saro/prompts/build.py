@@ -34,10 +34,10 @@ from saro.prompts.near_duplicates import (
 )
 from saro.prompts.phrasing import apply_phrasing, phrasing_table, warn_phrasing
 from saro.prompts.sources import RawPrompt, load_source, normalize
-from saro.prompts.suites import suite_of
 from saro.recipe import BackendSpec, PromptEntry, PromptsConfig
 from saro.records import Prompt, atomic_write_json, write_jsonl_atomic
 from saro.stage import StageContext
+from saro.suites import suite_of
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from saro.judges.base import REFUSED, UNPARSEABLE, expected_label
 from saro.models.generate import Generation, SamplingParams
 from saro.policy import NONE, Policy
 from saro.prompts.attacks import judge_input
@@ -236,13 +237,13 @@ def check_candidate(p: Prompt, text: str, verdict: str, policy: Policy, cfg: Syn
         reasons.append("format: last reasoning step is not a decision")
     if cites_label(text):
         reasons.append(LABEL_CUE_REASON)
-    want = "refused" if p.kind == "harmful" else "complied"
-    if verdict == "unparseable":
+    want = expected_label(p.kind)
+    if verdict == UNPARSEABLE:
         reasons.append("behaviour: no judgeable final answer")
     elif verdict != want:
         reasons.append(
             "behaviour: "
-            + ("did not refuse a harmful prompt" if want == "refused" else f"refused a {p.kind} prompt")
+            + ("did not refuse a harmful prompt" if want == REFUSED else f"refused a {p.kind} prompt")
         )
     if (
         cfg.require_category
