@@ -25,7 +25,7 @@ from saro.masking import mask_secrets
 from saro.recipe import Recipe, TrainingSection
 from saro.recipe import load_recipe as load_recipe_schema
 from saro.records import read_json, stable_id
-from saro.stage import RunDir, StageContext, copy_tree, set_threads, unit_folder
+from saro.stage import RunDir, StageContext, StageStatus, copy_tree, set_threads, unit_folder
 from saro.stages import DISTRIBUTED_STAGES, MAIN, STAGES
 
 __all__ = [
@@ -158,7 +158,7 @@ def run_stage(
     return summary
 
 
-def _prepare(ctx: StageContext, st: dict[str, Any], h: str, fp: fingerprint.Fingerprint) -> None:
+def _prepare(ctx: StageContext[Any], st: StageStatus, h: str, fp: fingerprint.Fingerprint) -> None:
     """Clear (or, for a training stage, prune) a stage folder whose inputs changed, logging why."""
     stage, sdir = ctx.stage, ctx.run.stage_dir(ctx.stage)
     if not ctx.overwrite and not (st and st.get("hash") != h):

@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar, cast
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -52,6 +52,23 @@ class RunFiles(Protocol):
     def input(self, stage: str, output: str, unit: str | None = None) -> Path: ...
 
     def find(self, stage: str, output: str, unit: str | None = None) -> Path | None: ...
+
+
+class StageStatus(TypedDict, total=False):
+    """A stage's entry in the run's manifest (absent keys: not reached yet). ``summary`` is what the stage's
+    ``run(ctx)`` returned (JSON; per unit for a stage made of units); ``units``: {unit: unit hash}."""
+
+    status: str  # "running" | "done"
+    hash: str
+    fingerprint: dict[str, Any]
+    units: dict[str, str]
+    started: str
+    finished: str
+    seconds: float
+    config: dict[str, Any]
+    launch: str | None
+    summary: dict[str, Any]
+    reused_from: str
 
 
 class RunDir:
@@ -91,8 +108,9 @@ class RunDir:
             raise SaroError(f"{p}: missing; run stage '{stage}' of {self.root} first")
         return p
 
-    def status(self, stage: str) -> dict[str, Any]:
-        return cast("dict[str, Any]", self.manifest["stages"].get(stage, {}))
+    def status(self, stage: str) -> StageStatus:
+        """The stage's manifest entry (empty when it never ran here)."""
+        return cast("StageStatus", self.manifest["stages"].get(stage, {}))
 
     def is_done(self, stage: str, h: str | None = None) -> bool:
         st = self.status(stage)
