@@ -20,7 +20,7 @@ from saro.evaluate.metrics import (
     suite_types_of,
 )
 from saro.policy import load_policy
-from saro.prompts.build import build_prompts
+from saro.prompts.prompts import build_prompts
 from saro.recipe import PromptsConfig, validate_recipe
 from saro.records import EvalRecord
 from saro.standalone import StandaloneEval, build_recipe, parse_judge_options, parse_model
@@ -349,7 +349,7 @@ def test_judge_agreement_maps_labels_to_attack_success():
 
 
 def test_suite_sampling_is_capped_and_budgeted(tiny_model_dir, tmp_path):
-    from saro.evaluate.run import sampling_for
+    from saro.evaluate.eval import sampling_for
     from saro.pipeline import RunDir, StageContext
 
     r = build_recipe(
@@ -490,8 +490,8 @@ def test_contaminated_eval_prompts_can_be_left_out(tiny_model_dir, tmp_path):
 
 
 def test_harm_judges_also_read_the_reasoning_for_the_leak_rate(tmp_path):
+    from saro.evaluate.eval import judge_records
     from saro.evaluate.metrics import compute_metrics
-    from saro.evaluate.run import judge_records
     from saro.judges.base import Judge, Verdict, register_judge
     from saro.recipe import EvalConfig
 

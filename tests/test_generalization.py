@@ -156,7 +156,7 @@ def test_prefilled_records_count_only_in_recovery():
 
 
 def test_recovery_per_model_in_score_models():
-    from saro.evaluate.run import score_models
+    from saro.evaluate.eval import score_models
 
     rs = _n(1, 2, "plain", "harmful", "complied", "refused") + _prefilled(3)
     rs[-1].labels["refusal"] = "complied"  # drifted and stayed: not recovered
@@ -169,7 +169,7 @@ def test_recovery_per_model_in_score_models():
 
 
 def _write_metrics(tmp_path, records, methods=None, recovery=None):
-    from saro.evaluate.run import score_models
+    from saro.evaluate.eval import score_models
 
     metrics = score_models(records, ["refusal"], TYPES | {"in-benign": "overrefusal", "contrast": "harmful"})
     if recovery is not None:
@@ -236,7 +236,7 @@ def test_report_of_old_records_has_no_new_sections(tmp_path):
 
 
 def test_base_model_method_is_none_and_trained_models_are_trained(tmp_path):
-    from saro.evaluate.run import methods_info
+    from saro.evaluate.eval import methods_info
     from saro.recipe import EvalConfig
 
     run = tmp_path / "run"

@@ -57,7 +57,7 @@ LAYERS: list[set[str]] = [
     # 11: entry points
     {"cli", "__init__", "__main__"},
 ]
-# the one arrow back up: the prompts stage rephrases with an answer model (prompts.build -> synth.answers)
+# the one arrow back up: the prompts stage rephrases with an answer model (prompts.prompts -> synth.answers)
 MAX_UPWARD_IMPORTS = 1
 MAX_FUNCTION_LINES = 100
 
@@ -124,7 +124,7 @@ GRAPH: dict[str, set[str]] = {m: _imports(m) for m in MODULES}
 
 
 def _room(mod: str) -> str:
-    """The top-level module or package a module belongs to ("saro.prompts.build" -> "prompts")."""
+    """The top-level module or package a module belongs to ("saro.prompts.prompts" -> "prompts")."""
     return (mod.split(".")[1:] or ["__init__"])[0]
 
 

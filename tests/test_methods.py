@@ -11,8 +11,8 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from saro.errors import SaroError
+from saro.evaluate import eval as R
 from saro.evaluate import methods as M
-from saro.evaluate import run as R
 from saro.models.generate import Conversation, Generation, Generator, SamplingParams
 from saro.policy import Policy, load_policy
 from saro.reasoning import parse
@@ -449,7 +449,7 @@ def test_template_stripped_view_and_suite_subset(smollm_tokenizer):
     """``template: stripped`` renders the message texts only (no chat markers), on the model's ``suites`` only;
     both change the generation hash; a non-hf backend or an unknown suite is a one-line error."""
     from saro.errors import SaroError
-    from saro.evaluate.run import STRIPPED_TEMPLATE, _strip_template, prompts_for_model
+    from saro.evaluate.eval import STRIPPED_TEMPLATE, _strip_template, prompts_for_model
     from saro.models.generate import render_prompts
     from saro.recipe import BackendSpec, EvalModel
     from saro.records import Prompt

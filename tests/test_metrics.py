@@ -258,7 +258,7 @@ def test_paired_comparisons_for_every_model_pair():
 
 
 def test_report_from_hand_made_judgements(tmp_path):
-    from saro.evaluate.run import score_models
+    from saro.evaluate.eval import score_models
     from saro.report.report import build_report, write_report
 
     recs = _three_models()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from saro.errors import SaroError
-from saro.evaluate.run import score_models
+from saro.evaluate.eval import score_models
 from saro.records import EvalRecord, Judgement, Prompt, atomic_write_json, read_jsonl
 from saro.report import tables as t
 from saro.report.report import build_report, write_report
@@ -205,7 +205,7 @@ def test_clustered_reproducer_as_printed(tmp_path):
 def test_harm_judges_receive_the_clean_request(tmp_path):
     """judge_records gives every judge the prompt the model saw and the unwrapped request; HarmBench-style
     judges read the latter. Verdict flags and scores are kept in judgements.jsonl and in the records."""
-    from saro.evaluate.run import judge_records
+    from saro.evaluate.eval import judge_records
     from saro.judges.base import Judge, Verdict, register_judge
     from saro.recipe import EvalConfig
 

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from saro.cli import _print_summary
 from saro.errors import SaroError
-from saro.evaluate.run import score_models
+from saro.evaluate.eval import score_models
 from saro.evaluate.schema import METRICS_VERSION, read_metrics, write_metrics
 from saro.records import atomic_write_json, read_json
 from saro.report.report import build_report, write_report

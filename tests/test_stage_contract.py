@@ -34,7 +34,12 @@ def quick_recipe(model: Path, run_dir: Path, path: Path) -> Path:
         "threads": 1,
         "model": {"source": str(model), "template": "chatml"},
         "synth_rw": {"answer_model": {"max_new_tokens": 12}},
-        "synth_srpo": {"policy": {"max_new_tokens": 24}, "drift_model": {"max_new_tokens": 12}},
+        # the drift model's answers become rejected sides only when complete and judged compliant: the tiny
+        # random model's never are, the embedded model's often are (as in tests/test_pipeline.py)
+        "synth_srpo": {
+            "policy": {"max_new_tokens": 24},
+            "drift_model": {"backend": "hf", "model": "embedded", "max_new_tokens": 48},
+        },
         "train_sft": {"max_steps": 2, "max_length": 384, "save_steps": 1},
         "train_dpo": {"max_steps": 1, "max_length": 512, "save_steps": 1},
         "eval": {"max_new_tokens": 16, "base_max_new_tokens": 12, "bootstrap": 50},
@@ -198,3 +203,14 @@ def test_eval_units_hash_drop_contaminated(tmp_path):
     ]
     assert set(hashes[0]) == set(hashes[1]) == {m.name for m in keep.eval.models}
     assert all(hashes[0][m] != hashes[1][m] for m in hashes[0])
+
+
+def test_every_stage_is_found_from_file_names_alone():
+    """A stage's entry module is the file named after it (saro/synth/synth_rw.py runs synth_rw), and no other
+    module carries a stage's name."""
+    src = Path(stages.__file__).resolve().parent
+    for row in stages.TABLE:
+        assert row.module.rpartition(".")[2] == row.name, row.module
+        assert callable(row.entry())
+    named = sorted(str(p.relative_to(src)) for p in src.rglob("*.py") if p.stem in stages.STAGES)
+    assert named == sorted(row.module.removeprefix("saro.").replace(".", "/") + ".py" for row in stages.TABLE)

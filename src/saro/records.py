@@ -116,7 +116,7 @@ class PreferencePair(Record):
 class EvalRecord(Record):
     """One generation of one model on one eval prompt, with the judges' labels. ``base_id`` is its prompt's
     (``Prompt.base_id``: prompts that share one are resampled together); records of an older saro have none and
-    are given their prompt's when read (``saro.evaluate.run.read_generations``)."""
+    are given their prompt's when read (``saro.evaluate.eval.read_generations``)."""
 
     model: str
     suite: str

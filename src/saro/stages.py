@@ -183,7 +183,7 @@ TRAINING_DATA += ("synth_srpo.pairs", "synth_srpo.safety_dpo")
 TABLE: tuple[Stage, ...] = (
     Stage(
         "prompts",
-        "saro.prompts.build",
+        "saro.prompts.prompts",
         ("prompts",),
         "Draw and label the recipe's prompt sets (disjoint rw / srpo / eval), with jailbreak attacks applied.",
         ("prompts", "synth_rw.teacher", *_G),
@@ -201,7 +201,7 @@ TABLE: tuple[Stage, ...] = (
     ),
     Stage(
         "synth_rw",
-        "saro.synth.rw",
+        "saro.synth.synth_rw",
         ("synth", "rw"),
         "Stage 1 data (RIT-D): teacher reasoning, k candidates, judged, Shortest Rejection Sampling.",
         ("synth_rw", *_G),
@@ -232,7 +232,7 @@ TABLE: tuple[Stage, ...] = (
     ),
     Stage(
         "synth_srpo",
-        "saro.synth.srpo",
+        "saro.synth.synth_srpo",
         ("synth", "srpo"),
         "Stage 2 data: sample the RW model, build OP-COT, PP-COT and early-vs-late preference pairs.",
         ("synth_srpo", "train_dpo.max_length", *_G),
@@ -262,7 +262,7 @@ TABLE: tuple[Stage, ...] = (
     ),
     Stage(
         "eval",
-        "saro.evaluate.run",
+        "saro.evaluate.eval",
         ("eval",),
         "Generate with each model on the held-out suites, judge, and compute metrics with intervals.",
         ("eval", "prompts.suite_info", *_G),
@@ -277,7 +277,7 @@ TABLE: tuple[Stage, ...] = (
         reads=need("prompts.eval") + may(*TRAINING_DATA),
         inputs=(POLICY_FILE,),
         # the generation's own version (not the metrics'): 2: sampled suites follow the model's generation config
-        units=Units("model", "saro.evaluate.run:unit_hashes", code_version=2),
+        units=Units("model", "saro.evaluate.eval:unit_hashes", code_version=2),
         models_from="eval",
         # 3: one denominator, clustered tests + MDD, verdict flags, clean judge request;
         # 4: sampled suites follow the model's generation config

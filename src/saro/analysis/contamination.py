@@ -165,7 +165,7 @@ def check_cross_source(report: dict[str, Any], prompts: list[Prompt]) -> None:
     rates would silently be reported as generalization to an unseen source.
 
     The prompts stage already takes prompts that near-duplicate the run's own training prompts out of the
-    cross-source rate (``saro.prompts.build``); what is left to find here is overlap with training data that stage
+    cross-source rate (``saro.prompts.prompts``); what is left to find here is overlap with training data that stage
     could not see (other runs, ``eval.contamination_files``), which ``eval.drop_contaminated`` settles.
     ``report`` is what ``contamination_report`` returned (``eval_ids``: the checked id of each eval prompt found,
     i.e. the first prompt of its suite with that request form, by ``base_id`` for wrapped prompts).
