@@ -350,7 +350,7 @@ def test_judge_agreement_maps_labels_to_attack_success():
 
 def test_suite_sampling_is_capped_and_budgeted(tiny_model_dir, tmp_path):
     from saro.evaluate.eval import sampling_for
-    from saro.pipeline import RunDir, StageContext
+    from saro.stage import RunDir, StageContext
 
     r = build_recipe(
         StandaloneEval(
@@ -456,8 +456,9 @@ def test_served_model_evaluated_through_the_openai_backend(tiny_model_dir, tmp_p
 
 
 def test_contaminated_eval_prompts_can_be_left_out(tiny_model_dir, tmp_path):
-    from saro.pipeline import RunDir, run_stage
+    from saro.pipeline import run_stage
     from saro.records import Prompt, read_json, read_jsonl
+    from saro.stage import RunDir
 
     train = tmp_path / "train.jsonl"
     opts = StandaloneEval(

@@ -27,8 +27,9 @@ from saro.labels.agreement import agreement_row, load_verdicts
 from saro.labels.items import Answer, allocate, draw_sample, labels_path, load_answers, response_hash
 from saro.labels.store import LABELS, REFUSAL_CLASSES, Label, check_labels, read_labels
 from saro.models.generate import Generation, Generator
-from saro.pipeline import RunDir, run_stage, stage_status
+from saro.pipeline import run_stage, stage_status
 from saro.records import EvalRecord, read_json, read_jsonl, stable_id
+from saro.stage import RunDir
 from saro.standalone import StandaloneEval, build_recipe
 
 runner = CliRunner()

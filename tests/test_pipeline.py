@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from saro import stages
-from saro.pipeline import RunDir, load_recipe, mask_secrets, run_recipe, run_stage, stage_hashes
+from saro.pipeline import load_recipe, mask_secrets, run_recipe, run_stage, stage_hashes
 from saro.records import read_json, read_rows
+from saro.stage import RunDir
 from saro.train.checkpoints import complete_checkpoints
 
 STAGES = list(stages.STAGES)
@@ -332,7 +333,7 @@ def test_adding_a_variant_in_place_trains_only_the_variant(finished_run, tmp_pat
 
 def test_copy_tree_is_idempotent_and_replaces_stale_files(tmp_path):
     """Copying onto an earlier copy (a stage resumed after reusing outputs) keeps links and replaces stale files."""
-    from saro.pipeline import copy_tree
+    from saro.stage import copy_tree
 
     src, dst = tmp_path / "src", tmp_path / "dst"
     (src / "final").mkdir(parents=True)

@@ -14,10 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from saro.models.generate import Generation, Generator
-from saro.pipeline import RunDir, run_stage
+from saro.pipeline import run_stage
 from saro.prompts.sources import load_source
 from saro.records import Prompt, read_json, read_jsonl
 from saro.report.report import RATE_KEYS, REPORT_KEYS, SCHEMA_VERSION, SUMMARY_KEYS
+from saro.stage import RunDir
 from saro.standalone import StandaloneEval, build_recipe
 
 PNG = b"\x89PNG\r\n\x1a\n"

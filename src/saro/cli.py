@@ -53,7 +53,8 @@ def _recipe(name: str, overrides: list[str] | None):
 
 def _stage(recipe_name: str, stage: str, overrides: list[str] | None, overwrite: bool, verbose: bool) -> None:
     setup_logging(verbose)
-    from saro.pipeline import RunDir, run_stage, set_threads
+    from saro.pipeline import run_stage
+    from saro.stage import RunDir, set_threads
 
     recipe = _recipe(recipe_name, overrides)
     set_threads(recipe.threads)
@@ -294,8 +295,9 @@ def report_cmd(
     overrides = list(set_ or []) + (["report.show_unsafe=true"] if show_unsafe else [])
     if Path(recipe).is_dir():
         setup_logging(verbose)
-        from saro.pipeline import RunDir, run_stage
+        from saro.pipeline import run_stage
         from saro.recipe import apply_overrides, validate_recipe
+        from saro.stage import RunDir
         from saro.standalone import recipe_from_run
 
         r = recipe_from_run(recipe)
@@ -541,7 +543,8 @@ def status_cmd(
 ) -> None:
     """Each stage: done / stale (and why: which setting, file, code version or upstream stage) / missing."""
     setup_logging(verbose)
-    from saro.pipeline import RunDir, recipe_of_run, stage_status, unit_status
+    from saro.pipeline import recipe_of_run, stage_status, unit_status
+    from saro.stage import RunDir
 
     is_run = Path(target).is_dir() and (Path(target) / "manifest.json").is_file()
     recipe = recipe_of_run(target) if is_run else _recipe(target, overrides)

@@ -124,42 +124,6 @@ class RunDir:
         self.save()
 
 
-class _Partial:
-    """A section of which a stage declares only some keys."""
-
-    def __init__(self, value: Any, keys: set[str], where: str, stage: str) -> None:
-        self._value, self._keys, self._where, self._stage = value, keys, where, stage
-
-    def __getattr__(self, name: str) -> Any:
-        if name not in self._keys:
-            raise SaroError(
-                f"stage '{self._stage}' reads {self._where}.{name} without declaring it (saro.stages)"
-            )
-        return getattr(self._value, name)
-
-
-class RecipeView:
-    """The recipe as a stage sees it: its declared settings, plus the run's identity (name, paths, reuse)."""
-
-    def __init__(self, recipe: Recipe, stage: str) -> None:
-        self._recipe, self._stage = recipe, stage
-        self._declared = set(table.get(stage).sections)
-        self._sections = {*table.STAGES, *table.GLOBAL_SETTINGS}
-
-    def __getattr__(self, name: str) -> Any:
-        if name not in self._sections or name in self._declared:
-            return getattr(self._recipe, name)
-        keys = {k.split(".", 1)[1] for k in self._declared if k.startswith(name + ".")}
-        value = getattr(self._recipe, name)
-        if keys and value is not None:
-            return _Partial(value, keys, name, self._stage)
-        if keys:
-            return None
-        raise SaroError(
-            f"stage '{self._stage}' reads the '{name}' settings without declaring them (saro.stages)"
-        )
-
-
 class StageContext(Generic[C]):
     """What a stage's ``run(ctx)`` gets: its typed section (``config``), the other settings it declares, its
     folder, and the outputs of the stages it reads."""
@@ -187,10 +151,6 @@ class StageContext(Generic[C]):
     def root(self) -> Path:
         """The run folder."""
         return self.run.root
-
-    @property
-    def recipe(self) -> RecipeView:
-        return RecipeView(self._recipe, self.stage)
 
     @property
     def config(self) -> C:

@@ -83,7 +83,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 def _student_tokenizer(ctx: StageContext) -> Any:
     from saro.models.loading import load_tokenizer
 
-    return load_tokenizer(ctx.recipe.model.source, ctx.recipe.model.trust_remote_code)
+    return load_tokenizer(ctx.model.source, ctx.model.trust_remote_code)
 
 
 # ------------------------------------------------------------------------------------- offline teacher
