@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from saro import stages
 from saro.judges.base import REFUSED, UNPARSEABLE, expected_label
 from saro.models.generate import Generation, SamplingParams
 from saro.policy import NONE, Policy
@@ -318,12 +319,12 @@ def finalize(
         if passing:
             rng = random.Random(stable_id("srs", seed, p.id))
             _accept(p, passing, label, tokenizer, rng, cfg, teacher, t)
-    write_jsonl_atomic(sdir / "rit_d.jsonl", t.rit)
+    write_jsonl_atomic(sdir / _output("rit_d"), t.rit)
     write_jsonl_atomic(sdir / "rejects.jsonl", t.rejects)
     if cfg.safety_sft:
-        write_jsonl_atomic(sdir / "safety_sft.jsonl", t.sft_base)
+        write_jsonl_atomic(sdir / _output("safety_sft"), t.sft_base)
     stats = _stats(prompts, cands, cfg, t)
-    atomic_write_json(sdir / "stats.json", stats)
+    atomic_write_json(sdir / _output("stats"), stats)
     srs = stats["shortest_rejection_sampling"]
     log.info(
         "RIT-D: %d/%d prompts accepted; %s selection saves %.1f%% of reasoning tokens vs a random passing "
@@ -343,6 +344,11 @@ def finalize(
         "srs_saving": srs["srs_saving"],
         "srs_n": srs["n"],
     }
+
+
+def _output(name: str) -> str:
+    """The file of one of the stage's declared outputs, inside its folder (``saro.stages``)."""
+    return stages.get("synth_rw").output(name).path()
 
 
 def _request_errors(sdir: Path) -> dict[str, str]:

@@ -408,9 +408,9 @@ def write_pairs(
     max_len = cfg.max_length or _dpo_max_length(ctx)
     pairs, length_stats = length_check(pairs, tok, max_len)
     baseline, _ = hygiene(got.baseline)
-    write_jsonl_atomic(ctx.dir / "pairs.jsonl", pairs)
+    write_jsonl_atomic(ctx.output("pairs"), pairs)
     if cfg.safety_dpo:
-        write_jsonl_atomic(ctx.dir / "safety_dpo.jsonl", baseline)
+        write_jsonl_atomic(ctx.output("safety_dpo"), baseline)
     stats = {
         "prompts": n_prompts,
         "samples": n_samples,
@@ -429,7 +429,7 @@ def write_pairs(
     if isinstance(teacher, ModelSRPOTeacher):
         stats["teacher"] = {"name": teacher.name, "step_judge": cfg.step_judge, "requests": teacher.summary()}
         _warn_failed(teacher)
-    atomic_write_json(ctx.dir / "stats.json", stats)
+    atomic_write_json(ctx.output("stats"), stats)
     log.info("SRPO pairs: %s (dropped %s)", stats["by_type"], dict(got.dropped) or "none")
     return {"pairs": len(pairs), "by_type": stats["by_type"], "safety_dpo_pairs": len(baseline)}
 
