@@ -172,7 +172,7 @@ def run_trl(stage: str, base: Path, data: Path, out: Path, kw: dict[str, Any], m
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     from saro.train.config import build_sft_config
-    from saro.train.loading import training_dtype
+    from saro.train.start import training_dtype
 
     attn = kw.get("attn_implementation")
     targs = {k: v for k, v in kw.items() if k != "attn_implementation"}

@@ -28,10 +28,10 @@ from typing import Any
 from saro.errors import SaroError
 from saro.evaluate.measures import attack_success, refused
 from saro.evaluate.paired import compare, fmt_p
-from saro.evaluate.run import gen_path
 from saro.prompts.sources import normalize
 from saro.reasoning import parse, split_steps
 from saro.records import EvalRecord, Judgement, Prompt, read_jsonl
+from saro.stage import RunDir
 from saro.stats import rate
 
 log = logging.getLogger(__name__)
@@ -82,13 +82,13 @@ def parse_spec(text: str) -> Spec:
 
 def check_run(run: Path) -> None:
     """Only in-source suites, and no eval prompt among the run's training prompts (by id or normalised text)."""
-    pdir = run / "prompts"
-    evals = read_jsonl(pdir / "eval.jsonl", Prompt)
+    files = RunDir(run)
+    evals = read_jsonl(files.input("prompts", "eval"), Prompt)
     suites = {p.meta.get("suite") for p in evals}
     foreign = sorted(str(s) for s in suites - IN_SOURCE)
     if foreign:
         raise SaroError(f"{run}: eval has suites outside the in-source set: {', '.join(foreign)}")
-    train = [p for use in ("rw", "srpo") for p in read_jsonl(pdir / f"{use}.jsonl", Prompt)]
+    train = [p for use in ("rw", "srpo") for p in read_jsonl(files.input("prompts", use), Prompt)]
     ids = {p.id for p in train} | {p.base_id for p in train if p.base_id}
     texts = {normalize(p.meta.get("base_text") or p.text) for p in train}
     overlap = [p.id for p in evals if p.id in ids or normalize(p.text) in texts]
@@ -98,12 +98,13 @@ def check_run(run: Path) -> None:
 
 def load_records(spec: Spec) -> dict[str, EvalRecord]:
     """The spec's plain (unwrapped, not prefilled) records with their refusal labels, by prompt id."""
-    path = gen_path(spec.run / "eval", spec.model)
+    files = RunDir(spec.run)
+    path = files.file("eval", "generations", spec.model)
     if not path.exists():
         raise SaroError(f"{path}: no generations for model '{spec.model}' (is the run's eval done?)")
     labels = {
         j.record_id: j.label
-        for j in read_jsonl(spec.run / "eval" / "judgements.jsonl", Judgement)
+        for j in read_jsonl(files.input("eval", "judgements"), Judgement)
         if j.judge == JUDGE
     }
     out: dict[str, EvalRecord] = {}

@@ -28,7 +28,10 @@ COMMANDS = _commands(app)
 
 
 def test_every_stage_has_a_command():
+    from saro import stages
+
     names = {" ".join(c) for c in COMMANDS}
+    assert {" ".join(s.command) for s in stages.TABLE} <= names  # the stage commands come from the table
     assert {
         "demo",
         "run",

@@ -18,8 +18,8 @@ from saro.analysis.contamination import (
 )
 from saro.errors import SaroError
 from saro.policy import load_policy
-from saro.prompts.build import build_prompts
 from saro.prompts.near_duplicates import normalize_for_match
+from saro.prompts.prompts import build_prompts
 from saro.recipe import PromptsConfig
 from saro.records import Prompt, write_jsonl_atomic
 

@@ -12,7 +12,7 @@ import pytest
 
 from saro.errors import SaroError
 from saro.policy import load_policy
-from saro.prompts.build import build_prompts
+from saro.prompts.prompts import build_prompts
 from saro.recipe import PromptsConfig
 
 EVAL = [

@@ -20,12 +20,12 @@ from saro.evaluate.metrics import (
     suite_types_of,
 )
 from saro.policy import load_policy
-from saro.prompts.build import build_prompts
-from saro.prompts.suites import SUITE_TYPES, expand_suites, list_suites, load_suite
+from saro.prompts.prompts import build_prompts
 from saro.recipe import PromptsConfig, validate_recipe
 from saro.records import EvalRecord
 from saro.standalone import StandaloneEval, build_recipe, parse_judge_options, parse_model
 from saro.stats import rate
+from saro.suites import SUITE_TYPES, expand_suites, list_suites, load_suite
 
 # ------------------------------------------------------------------------------------------------ suites
 
@@ -349,8 +349,8 @@ def test_judge_agreement_maps_labels_to_attack_success():
 
 
 def test_suite_sampling_is_capped_and_budgeted(tiny_model_dir, tmp_path):
-    from saro.evaluate.run import sampling_for
-    from saro.pipeline import RunDir, StageContext
+    from saro.evaluate.eval import sampling_for
+    from saro.stage import RunDir, StageContext
 
     r = build_recipe(
         StandaloneEval(
@@ -458,8 +458,9 @@ def test_served_model_evaluated_through_the_openai_backend(tiny_model_dir, tmp_p
 
 
 def test_contaminated_eval_prompts_can_be_left_out(tiny_model_dir, tmp_path):
-    from saro.pipeline import RunDir, run_stage
+    from saro.pipeline import run_stage
     from saro.records import Prompt, read_json, read_jsonl
+    from saro.stage import RunDir
 
     train = tmp_path / "train.jsonl"
     opts = StandaloneEval(
@@ -492,8 +493,8 @@ def test_contaminated_eval_prompts_can_be_left_out(tiny_model_dir, tmp_path):
 
 
 def test_harm_judges_also_read_the_reasoning_for_the_leak_rate(tmp_path):
+    from saro.evaluate.eval import judge_records
     from saro.evaluate.metrics import compute_metrics
-    from saro.evaluate.run import judge_records
     from saro.judges.base import Judge, Verdict, register_judge
     from saro.recipe import EvalConfig
 

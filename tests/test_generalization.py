@@ -15,6 +15,7 @@ from saro.evaluate.metrics import (
 )
 from saro.evaluate.paired import newcombe_independent
 from saro.records import EvalRecord, Prompt, atomic_write_json
+from saro.stage import RunDir
 from saro.stats import wilson
 
 TYPES = {"in-harm": "harmful", "cross-harm": "harmful", "in-jb": "jailbreak", "cross-benign": "overrefusal"}
@@ -31,6 +32,7 @@ def _rec(i, suite, kind, label, model="m", attack=None, **meta):
         attack=attack,
         completion="<think>\nok\n</think>\nSure.",
         labels={"refusal": label},
+        base_id=meta.pop("base_id", None),
         meta=meta,
     )
 
@@ -47,7 +49,7 @@ def _marked() -> list[EvalRecord]:
     rs += _n(9, 20, "cross-harm", "harmful", "complied", "refused", cross_source=True)
     jb = _n(4, 12, "in-jb", "harmful", "complied", "refused", cross_source=False)
     for i, r in enumerate(jb):
-        r.attack, r.meta["base_id"] = f"a{i % 4}", f"b{i // 4}"
+        r.attack, r.base_id = f"a{i % 4}", f"b{i // 4}"
     rs += jb
     rs += _n(1, 10, "in-benign", "benign", "refused", "complied", cross_source=False)
     rs += _n(5, 10, "cross-benign", "borderline", "refused", "complied", cross_source=True)
@@ -154,7 +156,7 @@ def test_prefilled_records_count_only_in_recovery():
 
 
 def test_recovery_per_model_in_score_models():
-    from saro.evaluate.run import score_models
+    from saro.evaluate.eval import score_models
 
     rs = _n(1, 2, "plain", "harmful", "complied", "refused") + _prefilled(3)
     rs[-1].labels["refusal"] = "complied"  # drifted and stayed: not recovered
@@ -167,7 +169,7 @@ def test_recovery_per_model_in_score_models():
 
 
 def _write_metrics(tmp_path, records, methods=None, recovery=None):
-    from saro.evaluate.run import score_models
+    from saro.evaluate.eval import score_models
 
     metrics = score_models(records, ["refusal"], TYPES | {"in-benign": "overrefusal", "contrast": "harmful"})
     if recovery is not None:
@@ -184,7 +186,7 @@ def _write_metrics(tmp_path, records, methods=None, recovery=None):
 
 
 def test_report_leads_with_generalization_and_recovery(tmp_path):
-    from saro.evaluate.report import build_report, write_report
+    from saro.report.report import build_report, write_report
 
     recs = {"saro": _marked() + _contrast(8, 6), "prompted": _marked()}
     recs["prompted"] = [r.model_copy(update={"model": "prompted"}) for r in recs["prompted"]]
@@ -198,13 +200,13 @@ def test_report_leads_with_generalization_and_recovery(tmp_path):
         "prompted": {"method": "prompting", "name": "policy_system"},
     }
     _write_metrics(tmp_path, recs, methods, recovery)
-    report = build_report(tmp_path, examples=0, analysis=False)
+    report = build_report(RunDir(tmp_path), examples=0, analysis=False)
     s, p = report["summary"]["saro"], report["summary"]["prompted"]
     assert (s["method"], s["method_name"]) == ("trained", "none")
     assert (p["method"], p["method_name"]) == ("prompting", "policy_system")
     assert s["phrasing_gap"]["asr_harmful"]["p"] == 0.03125 and p["phrasing_gap"] is None
     assert s["recovery"]["turn_tokens"]["median"] == 12.5 and p["recovery"] is None
-    write_report(tmp_path, report, ["json", "md", "html"])
+    write_report(RunDir(tmp_path), report, ["json", "md", "html"])
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert (
         md.index("## Generalization") < md.index("## Recovery from a drifting start") < md.index("## Summary")
@@ -219,10 +221,12 @@ def test_report_leads_with_generalization_and_recovery(tmp_path):
 
 
 def test_report_of_old_records_has_no_new_sections(tmp_path):
-    from saro.evaluate.report import SUMMARY_HEADER, build_report, render_markdown, summary_rows
+    from saro.report.markdown import render_markdown
+    from saro.report.report import build_report
+    from saro.report.tables import SUMMARY_HEADER, summary_rows
 
     _write_metrics(tmp_path, {"m": _n(3, 5, "in-harm", "harmful", "complied", "refused")})
-    report = build_report(tmp_path, examples=0, analysis=False)
+    report = build_report(RunDir(tmp_path), examples=0, analysis=False)
     assert report["summary"]["m"]["generalization"] is None
     md = render_markdown(report)
     assert "## Generalization" not in md and "Recovery from" not in md and "## Summary" in md
@@ -232,7 +236,7 @@ def test_report_of_old_records_has_no_new_sections(tmp_path):
 
 
 def test_base_model_method_is_none_and_trained_models_are_trained(tmp_path):
-    from saro.evaluate.run import methods_info
+    from saro.evaluate.eval import methods_info
     from saro.recipe import EvalConfig
 
     run = tmp_path / "run"
@@ -265,11 +269,11 @@ def test_base_model_method_is_none_and_trained_models_are_trained(tmp_path):
     "methods", [["trained"], {"m": {"method": "finetuned", "name": "x"}}, {"m": "trained"}]
 )
 def test_malformed_methods_are_an_error_naming_the_file(tmp_path, methods):
-    from saro.evaluate.report import build_report
+    from saro.report.report import build_report
 
     _write_metrics(tmp_path, {"m": _n(1, 2, "in-harm", "harmful", "complied", "refused")}, methods)
     with pytest.raises(SaroError, match=r"metrics\.json.*methods"):
-        build_report(tmp_path, examples=0, analysis=False)
+        build_report(RunDir(tmp_path), examples=0, analysis=False)
 
 
 # ------------------------------------------------------------------ cross-source suites vs training data

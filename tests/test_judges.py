@@ -6,8 +6,8 @@ import pytest
 
 from saro.errors import SaroError
 from saro.judges import UNPARSEABLE, JudgeInput, Verdict, agreement_matrix, get_judge, list_judges
-from saro.judges.base import Judge, JudgedText, cohen_kappa
-from saro.judges.refusal import COMPLIED, REFUSED, RefusalJudge
+from saro.judges.base import COMPLIED, REFUSED, Judge, JudgedText, cohen_kappa
+from saro.judges.refusal import RefusalJudge
 from saro.models.generate import Generation, Generator
 from saro.paths import package_file
 

@@ -27,8 +27,9 @@ from saro.labels.agreement import agreement_row, load_verdicts
 from saro.labels.items import Answer, allocate, draw_sample, labels_path, load_answers, response_hash
 from saro.labels.store import LABELS, REFUSAL_CLASSES, Label, check_labels, read_labels
 from saro.models.generate import Generation, Generator
-from saro.pipeline import RunDir, run_stage, stage_status
+from saro.pipeline import run_stage, stage_status
 from saro.records import EvalRecord, read_json, read_jsonl, stable_id
+from saro.stage import RunDir
 from saro.standalone import StandaloneEval, build_recipe
 
 runner = CliRunner()
@@ -132,7 +133,7 @@ def test_allocation_is_even_within_what_each_stratum_has():
 
 def test_sample_is_stratified_nested_and_excludes_capability_and_blind(finished_run, tmp_path):
     _, run = finished_run
-    answers = load_answers(run)
+    answers = load_answers(RunDir(run))
     assert {a.suite for a in answers} >= {"harmbench", "rho-overrefusal"} and "gsm8k" not in {
         a.suite for a in answers
     }
@@ -184,7 +185,7 @@ def _keys_for(answers: list[Answer]) -> list[str]:
 
 def test_terminal_labelling_with_back_skip_quit_and_resume(run_copy):
     _, run = run_copy
-    sample = draw_sample(load_answers(run), 10, seed=0)
+    sample = draw_sample(load_answers(RunDir(run)), 10, seed=0)
     keys = _keys_for(sample)
     # first session: confirm, label 1, label 2 wrongly then go back and fix it with a note, skip 3, quit
     wrong = "c" if keys[1] != "c" else "r"
@@ -203,7 +204,7 @@ def test_terminal_labelling_with_back_skip_quit_and_resume(run_copy):
         sample[1].id,
         sample[1].id,
     ]  # the relabel is appended
-    state = check_labels(labels, load_answers(run))
+    state = check_labels(labels, load_answers(RunDir(run)))
     assert (
         state.valid[sample[1].id].label == truth(sample[1])
         and state.valid[sample[1].id].note == "fixed after going back"
@@ -223,7 +224,7 @@ def test_terminal_labelling_with_back_skip_quit_and_resume(run_copy):
     )
     assert res.exit_code == 0, res.output
     assert "answer 1 of 8 to label" in res.output and "2 of 10 done" in res.output
-    state = check_labels(read_labels(run), load_answers(run))
+    state = check_labels(read_labels(run), load_answers(RunDir(run)))
     assert len(state.valid) == 10 and all(
         lab.label == truth(a) for a in sample for lab in [state.valid[a.id]]
     )
@@ -232,12 +233,12 @@ def test_terminal_labelling_with_back_skip_quit_and_resume(run_copy):
     # a kill in the middle of writing a label leaves a partial line: it is dropped, the rest is kept
     with labels_path(run).open("a") as f:
         f.write('{"id": "torn", "item": "')
-    new = [a for a in draw_sample(load_answers(run), 11, 0) if a.id not in state.valid]
+    new = [a for a in draw_sample(load_answers(RunDir(run)), 11, 0) if a.id not in state.valid]
     assert len(new) == 1  # a larger n keeps the 10 answers drawn before
     res = runner.invoke(app, ["label", str(run), "--n", "11", "--yes"], input=_keys_for(new)[0] + "\n")
     assert res.exit_code == 0, res.output
     assert "answer 1 of 1 to label" in res.output and "10 of 11 done" in res.output
-    assert len(check_labels(read_labels(run), load_answers(run)).valid) == 11
+    assert len(check_labels(read_labels(run), load_answers(RunDir(run))).valid) == 11
 
 
 # ---------------------------------------------------------------------------- export / import, report, stale
@@ -246,7 +247,7 @@ def test_terminal_labelling_with_back_skip_quit_and_resume(run_copy):
 def _import_truth(run: Path, tmp: Path, n: int) -> Path:
     exported = tmp / "sample.jsonl"
     assert runner.invoke(app, ["label", str(run), "--n", str(n), "--export", str(exported)]).exit_code == 0
-    answers = {a.id: a for a in load_answers(run)}
+    answers = {a.id: a for a in load_answers(RunDir(run))}
     rows = []
     for line in exported.read_text().splitlines():
         row = json.loads(line)
@@ -273,7 +274,7 @@ def test_import_then_report_shows_agreement_and_rates_from_labels(run_copy, tmp_
     assert section["labels"] == 40 and section["stale"] == 0 and section["labellers"] == ["reader"]
     assert section["judges"] == ["refusal"]
     # the numbers, counted here from the files
-    answers = {a.id: a for a in load_answers(run)}
+    answers = {a.id: a for a in load_answers(RunDir(run))}
     verdicts = {
         j["record_id"]: j["label"]
         for j in map(json.loads, (run / "eval" / "judgements.jsonl").read_text().splitlines())
@@ -325,7 +326,7 @@ def test_changed_answer_makes_its_label_stale(run_copy, tmp_path):
                 KINDS["full_refusal"] if r.completion != KINDS["full_refusal"] else KINDS["full_compliance"]
             )
     path.write_text("".join(r.model_dump_json() + "\n" for r in recs))
-    state = check_labels(read_labels(run), load_answers(run))
+    state = check_labels(read_labels(run), load_answers(RunDir(run)))
     assert (
         [lab.item for lab in state.stale] == [changed]
         and changed not in state.valid
@@ -347,7 +348,7 @@ def test_changed_answer_makes_its_label_stale(run_copy, tmp_path):
     )
     res = runner.invoke(app, ["label", str(run), "--import", str(again)])
     assert "stored as stale" in res.output
-    assert changed not in check_labels(read_labels(run), load_answers(run)).valid
+    assert changed not in check_labels(read_labels(run), load_answers(RunDir(run))).valid
 
 
 def test_testset_has_the_labelled_answers_for_the_judge_bench(run_copy, tmp_path):
@@ -359,7 +360,7 @@ def test_testset_has_the_labelled_answers_for_the_judge_bench(run_copy, tmp_path
     assert res.exit_code == 0 and "wrote 15 labelled answers" in res.output
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 15 and {"model", "kind", "prompt", "response", "label"} <= set(rows[0])
-    answers = {a.id: a for a in load_answers(run)}
+    answers = {a.id: a for a in load_answers(RunDir(run))}
     for r in rows:
         a = answers[r["id"]]
         assert (r["model"], r["kind"], r["prompt"], r["response"]) == (
@@ -406,7 +407,7 @@ def test_html_page_is_self_contained_blind_and_its_download_imports(run_copy, tm
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page, re.IGNORECASE)
     assert "Warning" in page
     items = json.loads(re.search(r'<script type="application/json" id=items>(.*?)</script>', page, re.S)[1])
-    sample = draw_sample(load_answers(run), 8, 0)
+    sample = draw_sample(load_answers(RunDir(run)), 8, 0)
     assert [i["id"] for i in items] == [a.id for a in sample]
     assert not any({"model", "kind", "group", "judge"} & set(i) for i in items)
     node = shutil.which("node")
@@ -429,7 +430,7 @@ def test_html_page_is_self_contained_blind_and_its_download_imports(run_copy, tm
     ]
     res = runner.invoke(app, ["label", str(run), "--import", str(downloaded)])
     assert res.exit_code == 0 and "imported 3 labels" in res.output, res.output
-    valid = check_labels(read_labels(run), load_answers(run)).valid
+    valid = check_labels(read_labels(run), load_answers(RunDir(run))).valid
     assert valid[sample[1].id].label == "partial_refusal" and valid[sample[1].id].note == "a note"
 
 
@@ -455,7 +456,7 @@ def test_bad_import_is_one_line_exit_2_and_writes_nothing(run_copy, tmp_path, co
     from saro.cli import main
 
     _, run = run_copy
-    some = load_answers(run)[0].id
+    some = load_answers(RunDir(run))[0].id
     bad = tmp_path / "bad.jsonl"
     bad.write_text(content.replace("ID", some))
     with pytest.raises(SystemExit) as e:
@@ -555,7 +556,7 @@ def test_verdicts_read_the_three_classes_when_judgements_carry_them(tmp_path):
         {"id": "4", "record_id": "r1", "judge": "llama_guard", "label": "safe"},
     ]
     (tmp_path / "eval" / "judgements.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    v = load_verdicts(tmp_path, ["refusal"])["refusal"]
+    v = load_verdicts(RunDir(tmp_path), ["refusal"])["refusal"]
     assert v == {
         "r1": (True, "partial_refusal", "refused"),
         "r2": (False, None, "complied"),

@@ -15,8 +15,8 @@ import saro
 ROOT = Path(saro.__file__).resolve().parent
 
 # Layer order, lowest first (ARCHITECTURE.md section 3): a module may import its own layer or lower ones.
-# Keyed by the top-level module or package name under saro, or by a dotted submodule ("prompts.suites") where a
-# submodule sits lower than its package; the longest key that matches a module wins.
+# Keyed by the top-level module or package name under saro: a whole package sits on one layer (no submodule is
+# placed apart from its package), as the structure tool (`farm-studio look src/saro`) draws it.
 LAYERS: list[set[str]] = [
     # 0: foundations that know nothing of models or stages; the stage table and the suite definitions are data
     {
@@ -31,26 +31,33 @@ LAYERS: list[set[str]] = [
         "stages",
         "stats",
         "masking",
-    }
-    | {"prompts.suites"},
+        "suites",
+    },
     # 1: the typed recipe and the stage contract every stage module implements (StageContext, RunDir, hashes)
     {"recipe", "stage", "fingerprint"},
-    # 2: prompt sources and the prompts stage, model loading/generation
-    {"prompts", "models", "embeddings"},
-    # 3: data synthesis and judges
-    {"synth", "judges"},
-    # 4: training
+    # 2: model loading/generation, embeddings
+    {"models", "embeddings"},
+    # 3: judges (they read answers; labels and the expected label of a prompt kind live in judges/base.py)
+    {"judges"},
+    # 4: prompt sources and the prompts stage (attacks are built for the judges' inputs)
+    {"prompts"},
+    # 5: data synthesis
+    {"synth"},
+    # 6: training
     {"train"},
-    # 5: evaluation and analyses
+    # 7: evaluation and analyses, and the human labels of a run's answers (they read the eval's files)
     {"evaluate", "analysis", "labels"},
-    # 6: orchestration (hashing, skip/redo, status)
+    # 8: the report (eval numbers, labels, analyses)
+    {"report"},
+    # 9: orchestration (hashing, skip/redo, status)
     # (standalone: `saro eval --model ...` builds a recipe and runs the prompts/eval/report stages through it)
     {"pipeline", "standalone"},
-    # 7: serving, interactive chat and the test helpers
+    # 10: serving, interactive chat and the test helpers
     {"serve", "chat", "testing"},
-    # 8: entry points
+    # 11: entry points
     {"cli", "__init__", "__main__"},
 ]
+# the one arrow back up: the prompts stage rephrases with an answer model (prompts.prompts -> synth.answers)
 MAX_UPWARD_IMPORTS = 1
 MAX_FUNCTION_LINES = 100
 
@@ -116,14 +123,23 @@ def _imports(mod: str) -> set[str]:
 GRAPH: dict[str, set[str]] = {m: _imports(m) for m in MODULES}
 
 
+def _room(mod: str) -> str:
+    """The top-level module or package a module belongs to ("saro.prompts.prompts" -> "prompts")."""
+    return (mod.split(".")[1:] or ["__init__"])[0]
+
+
 def _layer(mod: str) -> int:
-    parts = mod.split(".")[1:] or ["__init__"]
-    for n in range(len(parts), 0, -1):
-        key = ".".join(parts[:n])
-        for i, names in enumerate(LAYERS):
-            if key in names:
-                return i
+    room = _room(mod)
+    for i, names in enumerate(LAYERS):
+        if room in names:
+            return i
     raise AssertionError(f"{mod}: not in LAYERS; add it to tests/test_layers.py (ARCHITECTURE.md section 3)")
+
+
+# the package-level graph: an arrow from one top-level module or package to another
+ROOMS: dict[str, set[str]] = {}
+for _m, _targets in GRAPH.items():
+    ROOMS.setdefault(_room(_m), set()).update(_room(t) for t in _targets if _room(t) != _room(_m))
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -189,6 +205,17 @@ def test_at_most_one_upward_import():
         if _layer(t) > _layer(m)
     )
     assert len(upward) <= MAX_UPWARD_IMPORTS, "\n".join(upward)
+
+
+def test_packages_have_no_import_cycles_and_at_most_one_arrow_back_up():
+    """The same at the level of packages (``prompts`` -> ``synth`` is one arrow however many modules import):
+    no two packages import each other through any path, once the allowed upward arrows are set aside."""
+    upward = sorted(
+        f"{a} -> {b}" for a, bs in ROOMS.items() for b in bs if _layer(f"saro.{b}") > _layer(f"saro.{a}")
+    )
+    assert len(upward) <= MAX_UPWARD_IMPORTS, "\n".join(upward)
+    down = {a: {b for b in bs if _layer(f"saro.{b}") <= _layer(f"saro.{a}")} for a, bs in ROOMS.items()}
+    assert _cycles(down) == []
 
 
 def test_no_function_over_100_lines():

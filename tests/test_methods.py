@@ -11,8 +11,8 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from saro.errors import SaroError
+from saro.evaluate import eval as R
 from saro.evaluate import methods as M
-from saro.evaluate import run as R
 from saro.models.generate import Conversation, Generation, Generator, SamplingParams
 from saro.policy import Policy, load_policy
 from saro.reasoning import parse
@@ -344,13 +344,14 @@ def test_cli_unknown_method_exits_2(capsys, tmp_path):
 
 
 def test_generation_hash_follows_the_method(tmp_path):
-    from saro.pipeline import RunDir, StageContext
+    from saro.stage import RunDir, StageContext
 
     def h(method: str, **kw) -> str:
         r = build_recipe(StandaloneEval(models=["a=/models/a"], methods=[f"a={method}"], out=str(tmp_path)))
-        m = r.eval.models[0].model_copy(update=kw)
+        assert r.eval is not None
+        r.eval.models[0] = r.eval.models[0].model_copy(update=kw)
         ctx = StageContext(recipe=r, run=RunDir(tmp_path / "x"), stage="eval")
-        return R.generation_hash(ctx, r.eval, m)
+        return R.unit_hashes(ctx)["a"]
 
     hashes = {m: h(m) for m in M.METHODS}
     assert len(set(hashes.values())) == 4
@@ -448,7 +449,7 @@ def test_template_stripped_view_and_suite_subset(smollm_tokenizer):
     """``template: stripped`` renders the message texts only (no chat markers), on the model's ``suites`` only;
     both change the generation hash; a non-hf backend or an unknown suite is a one-line error."""
     from saro.errors import SaroError
-    from saro.evaluate.run import STRIPPED_TEMPLATE, _strip_template, prompts_for_model
+    from saro.evaluate.eval import STRIPPED_TEMPLATE, _strip_template, prompts_for_model
     from saro.models.generate import render_prompts
     from saro.recipe import BackendSpec, EvalModel
     from saro.records import Prompt

@@ -11,6 +11,7 @@ from saro.evaluate.metrics import compute_metrics, paired_metrics
 from saro.evaluate.paired import compare, mcnemar_exact, newcombe_paired, sign_flip_p
 from saro.evaluate.quality import degenerate_reasons, quality_metrics, reasoning_decision, repetition_share
 from saro.records import EvalRecord, atomic_write_json
+from saro.stage import RunDir
 from saro.stats import clopper_pearson, cluster_bootstrap, rate, wilson
 
 # ------------------------------------------------------------------------------------------------ intervals
@@ -158,6 +159,7 @@ def _rec(i, model, kind, suite, label, completion="<think>\nok\n</think>\nSure."
         completion=completion,
         finished=finished,
         labels={"refusal": label},
+        base_id=meta.pop("base_id", None),
         meta=meta,
     )
 
@@ -256,8 +258,8 @@ def test_paired_comparisons_for_every_model_pair():
 
 
 def test_report_from_hand_made_judgements(tmp_path):
-    from saro.evaluate.report import build_report, write_report
-    from saro.evaluate.run import score_models
+    from saro.evaluate.eval import score_models
+    from saro.report.report import build_report, write_report
 
     recs = _three_models()
     types = {"harmbench": "harmful", "harmbench-jailbreak": "jailbreak", "rho": "overrefusal"}
@@ -269,8 +271,8 @@ def test_report_from_hand_made_judgements(tmp_path):
     }
     (tmp_path / "eval").mkdir()
     atomic_write_json(tmp_path / "eval" / "metrics.json", metrics)
-    report = build_report(tmp_path, examples=0, analysis=False)
-    write_report(tmp_path, report, ["json", "md", "html"])
+    report = build_report(RunDir(tmp_path), examples=0, analysis=False)
+    write_report(RunDir(tmp_path), report, ["json", "md", "html"])
     saro = report["summary"]["saro"]["asr_harmful"]
     assert (saro["k"], saro["n"], saro["method"]) == (0, 32, "wilson") and saro["hi"] >= 0.05
     pairs = {(e["model_a"], e["model_b"]) for e in report["paired"]}
@@ -285,10 +287,10 @@ def test_report_from_hand_made_judgements(tmp_path):
 
 def test_report_refuses_metrics_of_an_older_saro(tmp_path):
     from saro.errors import SaroError
-    from saro.evaluate.report import build_report
+    from saro.report.report import build_report
 
     (tmp_path / "eval").mkdir()
     old = compute_metrics(_three_models()["rw"], "refusal")
     atomic_write_json(tmp_path / "eval" / "metrics.json", {"primary_judge": "refusal", "models": {"rw": old}})
     with pytest.raises(SaroError, match="older saro"):
-        build_report(tmp_path)
+        build_report(RunDir(tmp_path))

@@ -25,7 +25,8 @@ def _rec(model: str, i: int, label: str, base: str, attack: str | None = None, *
         attack=attack,
         completion="<think>\nok\n</think>\nanswer",
         labels={"refusal": label},
-        meta={"base_id": base, **meta},
+        base_id=base,
+        meta=meta,
     )
 
 

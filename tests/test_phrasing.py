@@ -12,7 +12,6 @@ import pytest
 
 from saro.errors import SaroError
 from saro.policy import load_policy
-from saro.prompts.build import build_prompts
 from saro.prompts.phrasing import (
     apply_phrasing,
     classify,
@@ -25,6 +24,7 @@ from saro.prompts.phrasing import (
     same_content,
     warn_phrasing,
 )
+from saro.prompts.prompts import build_prompts
 from saro.prompts.seed_prompts import load_contrast
 from saro.prompts.sources import load_source
 from saro.recipe import PromptEntry, PromptsConfig

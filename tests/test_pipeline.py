@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from saro import stages
-from saro.pipeline import RunDir, load_recipe, mask_secrets, run_recipe, run_stage, stage_hashes
+from saro.pipeline import load_recipe, mask_secrets, run_recipe, run_stage, stage_hashes
 from saro.records import read_json, read_rows
+from saro.stage import RunDir
 from saro.train.checkpoints import complete_checkpoints
 
 STAGES = list(stages.STAGES)
@@ -169,7 +170,7 @@ def test_changed_config_redoes_stage_and_downstream(finished_run):
 
 def test_a_new_training_variant_only_invalidates_what_reads_it(tmp_path):
     """Adding SafetySFT to train_sft keeps the SRPO data and the SaRO model valid; naming it downstream does not."""
-    from saro.pipeline import upstream_hashes
+    from saro.fingerprint import fingerprints, training_units
 
     def load(r: dict, name: str):
         path = tmp_path / f"{name}.yaml"
@@ -186,10 +187,15 @@ def test_a_new_training_variant_only_invalidates_what_reads_it(tmp_path):
     assert h1["train_sft"] != h2["train_sft"]  # the stage has more to train
     assert h1["synth_srpo"] == h2["synth_srpo"] and h1["train_dpo"] == h2["train_dpo"]  # main model only
     assert h1["eval"] != h2["eval"]  # names the variant
-    dpo = plain.section("train_dpo")
-    assert upstream_hashes(plain, "train_dpo", dpo) == upstream_hashes(withv, "train_dpo", dpo)
-    from_variant = {**dpo, "model": "@train_sft/safety_sft"}
-    assert upstream_hashes(withv, "train_dpo", from_variant) != upstream_hashes(withv, "train_dpo", dpo)
+
+    def dpo_units(r):
+        return training_units(r, "train_dpo", fingerprints(r, "train_dpo"))
+
+    assert dpo_units(plain) == dpo_units(withv)  # the SaRO model reads the RW model only
+    from_variant = json.loads(json.dumps(more))
+    from_variant["train_dpo"]["variants"] = {"from_sft": {"model": "@train_sft/safety_sft"}}
+    units = dpo_units(load(from_variant, "fromv"))
+    assert units["main"] == dpo_units(withv)["main"] and units["from_sft"] != units["main"]
     more["train_sft"]["learning_rate"] = 3e-4  # the main model changes: everything downstream is redone
     h3 = stage_hashes(load(more, "lr"))
     assert h3["synth_srpo"] != h2["synth_srpo"] and h3["train_dpo"] != h2["train_dpo"]
@@ -327,7 +333,7 @@ def test_adding_a_variant_in_place_trains_only_the_variant(finished_run, tmp_pat
 
 def test_copy_tree_is_idempotent_and_replaces_stale_files(tmp_path):
     """Copying onto an earlier copy (a stage resumed after reusing outputs) keeps links and replaces stale files."""
-    from saro.pipeline import copy_tree
+    from saro.stage import copy_tree
 
     src, dst = tmp_path / "src", tmp_path / "dst"
     (src / "final").mkdir(parents=True)

@@ -10,7 +10,7 @@ import pytest
 
 from saro.errors import SaroError
 from saro.pipeline import load_recipe
-from saro.recipe import apply_overrides, iter_variants
+from saro.recipe import apply_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
@@ -31,9 +31,8 @@ def test_every_recipe_loads_and_builds_stage_configs(path, tmp_path):
         sec = getattr(r, name)
         if sec is None:
             continue
-        for variant, s in iter_variants(name, sec):
-            args = {k: v for k, v in s.items() if k not in ("data", "pair_types")}
-            cfg = build(args, output_dir=str(tmp_path / name / (variant or "main")))
+        for unit, s in sec.units(name):
+            cfg = build(s.trainer_settings(), output_dir=str(tmp_path / name / unit))
             assert cfg.bf16 is False or cfg.bf16 is True
 
 

@@ -207,7 +207,7 @@ def test_recovery_clustered_and_lengths():
     rs = _records()[:4]
     for r, length in zip(rs, ("short", "long", "short", "long"), strict=True):
         r.meta["prefill_length"] = length
-    rs[0].meta["base_id"] = rs[1].meta["base_id"] = "same-base"
+    rs[0].base_id = rs[1].base_id = "same-base"
     out = recovery_metrics(rs, "refusal", n_boot=2000, seed=1)
     assert out is not None
     assert out["recovery"]["method"] == "wilson_neff" and out["recovery"]["clusters"] == 2  # r4: unparseable

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from saro.evaluate.report import RATE_KEYS, REPORT_KEYS, SCHEMA_VERSION, SUMMARY_KEYS
 from saro.models.generate import Generation, Generator
-from saro.pipeline import RunDir, run_stage
+from saro.pipeline import run_stage
 from saro.prompts.sources import load_source
 from saro.records import Prompt, read_json, read_jsonl
+from saro.report.report import RATE_KEYS, REPORT_KEYS, SCHEMA_VERSION, SUMMARY_KEYS
+from saro.stage import RunDir
 from saro.standalone import StandaloneEval, build_recipe
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -390,7 +391,7 @@ def test_planted_contamination_reaches_the_report(scripted_run):
 
 def test_analysis_files_are_embedded_when_present(scripted_run):
     recipe, out, _ = scripted_run
-    from saro.evaluate.plots import plot_tokens
+    from saro.report.plots import plot_tokens
 
     a = out / "analysis"
     a.mkdir(exist_ok=True)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 
 from saro.errors import SaroError
-from saro.evaluate import tables as t
-from saro.evaluate.report import build_report, write_report
-from saro.evaluate.run import score_models
+from saro.evaluate.eval import score_models
 from saro.records import EvalRecord, Judgement, Prompt, atomic_write_json, read_jsonl
+from saro.report import tables as t
+from saro.report.report import build_report, write_report
+from saro.stage import RunDir
 
 OK = "<think>\nfine\n</think>\nAn answer."
 
@@ -26,6 +27,7 @@ def _rec(model, pid, suite, kind, label, completion=OK, finished=True, **meta) -
         completion=completion,
         finished=finished,
         labels={"refusal": label},
+        base_id=meta.pop("base_id", None),
         meta=meta,
     )
 
@@ -77,8 +79,8 @@ def _report(tmp_path, records, comparisons=None, methods=None) -> dict:
     }
     (tmp_path / "eval").mkdir(exist_ok=True)
     atomic_write_json(tmp_path / "eval" / "metrics.json", metrics)
-    report = build_report(tmp_path, examples=0, analysis=False, comparisons=comparisons)
-    write_report(tmp_path, report, ["json", "md", "html"])
+    report = build_report(RunDir(tmp_path), examples=0, analysis=False, comparisons=comparisons)
+    write_report(RunDir(tmp_path), report, ["json", "md", "html"])
     return report
 
 
@@ -149,7 +151,7 @@ def test_report_comparisons_choose_order_and_orientation(tmp_path):
     assert md.index("## Primary measures") < md.index("## Generalization") < md.index("## Summary")
     assert "| base | none |" in md and "| saro | trained |" in md
     with pytest.raises(SaroError, match=r"report.comparisons\[0\] \[rw, ghost\]: 'ghost' was not evaluated"):
-        build_report(tmp_path, examples=0, analysis=False, comparisons=[("rw", "ghost")])
+        build_report(RunDir(tmp_path), examples=0, analysis=False, comparisons=[("rw", "ghost")])
 
 
 def test_recipe_rejects_comparisons_of_unknown_models():
@@ -189,7 +191,7 @@ def test_clustered_reproducer_as_printed(tmp_path):
     }
     (tmp_path / "eval").mkdir()
     atomic_write_json(tmp_path / "eval" / "metrics.json", metrics)
-    report = build_report(tmp_path, examples=0, analysis=False)
+    report = build_report(RunDir(tmp_path), examples=0, analysis=False)
     rows = [r for r in t.paired_rows(report) if r[0] == "asr_jailbreak_heldout"]
     (row,) = rows
     assert row[4] == "80 (10)" and row[9] == "0.5 (clustered)" and "higher" not in row[-1]
@@ -203,7 +205,7 @@ def test_clustered_reproducer_as_printed(tmp_path):
 def test_harm_judges_receive_the_clean_request(tmp_path):
     """judge_records gives every judge the prompt the model saw and the unwrapped request; HarmBench-style
     judges read the latter. Verdict flags and scores are kept in judgements.jsonl and in the records."""
-    from saro.evaluate.run import judge_records
+    from saro.evaluate.eval import judge_records
     from saro.judges.base import Judge, Verdict, register_judge
     from saro.recipe import EvalConfig
 

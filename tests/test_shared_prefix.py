@@ -115,9 +115,9 @@ def test_collator_masks_the_shared_completion_prefix_only() -> None:
 
 
 def test_config_switch_validates_and_is_in_the_fingerprint(tiny_model_dir: Path, pairs_file: Path) -> None:
+    from saro.recipe import TrainDPOConfig
     from saro.train.checkpoints import run_fingerprint
     from saro.train.config import build_dpo_config
-    from saro.train.resolve import resolve_training
 
     with pytest.raises(
         SaroError, match=r"train_dpo: invalid setting: sft_shared_prefix must be one of mask, train"
@@ -130,9 +130,7 @@ def test_config_switch_validates_and_is_in_the_fingerprint(tiny_model_dir: Path,
         _section(tiny_model_dir, loss_type=["sigmoid"], loss_weights=None), "/tmp/x"
     ).masks_shared_prefix
     assert run_fingerprint("dpo", mask, [pairs_file]) != run_fingerprint("dpo", train, [pairs_file])
-    assert (
-        resolve_training("train_dpo", {})["sft_shared_prefix"] == "mask"
-    )  # the default is in the stage hash
+    assert TrainDPOConfig().resolved()["beta"] == 0.1  # saro's defaults are in the stage hash
 
 
 def test_audit_counts_shared_prefixes_per_pair_type() -> None:
@@ -162,12 +160,12 @@ def _trainer(model_dir: Path, pairs_file: Path, out: Path, **kw: Any) -> Any:
     """A saro DPO trainer on the pairs, its policy nudged off the reference (same nudge every call)."""
     import torch
 
-    from saro.train import dpo, loading
+    from saro.train import dpo, start
     from saro.train.config import build_dpo_config
 
     cfg = build_dpo_config(_section(model_dir, **kw), str(out))
-    tok, _, _ = loading.load_training_tokenizer(cfg)
-    ds = loading.load_jsonl_dataset(pairs_file, ["id", "prompt", "chosen", "rejected"], "test")
+    tok, _, _ = start.load_training_tokenizer(cfg)
+    ds = start.load_jsonl_dataset(pairs_file, ["id", "prompt", "chosen", "rejected"], "test")
     trainer, _ = dpo._trainer(cfg, ds, None, tok, list(ds["id"]), set(), pairs_file, cfg.model, None)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -305,21 +303,21 @@ def test_resume_of_a_killed_masked_run(tiny_model_dir: Path, pairs_file: Path, t
 
 
 def test_ablation_variants_train_the_main_models_number_of_steps() -> None:
-    from saro.recipe import TRAIN_KEYS, iter_variants, load_recipe
+    from saro.recipe import load_recipe
     from saro.train.config import build_dpo_config
 
     recipe = load_recipe(ROOT / "recipes" / "demo-ablation.yaml")
     raw = yaml.safe_load((ROOT / "recipes" / "demo.yaml").read_text())
-    variants = iter_variants("train_dpo", recipe.train_dpo or {})
+    assert recipe.train_dpo is not None
     steps, modes = {}, {}
-    for name, sec in variants:
-        cfg = build_dpo_config({k: v for k, v in sec.items() if k not in TRAIN_KEYS}, "/tmp/x")
+    for name, sec in recipe.train_dpo.units("train_dpo"):
+        cfg = build_dpo_config(sec.trainer_settings(), "/tmp/x")
         per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
         pairs = raw["synth_srpo"]["max_pairs"]  # the main model trains on all of them
         main_steps = math.ceil(pairs / per_step) * int(cfg.num_train_epochs)
-        steps[name or "main"] = cfg.max_steps if cfg.max_steps > 0 else main_steps
-        modes[name or "main"] = cfg.sft_shared_prefix
-        if sec.get("pair_types"):
+        steps[name] = cfg.max_steps if cfg.max_steps > 0 else main_steps
+        modes[name] = cfg.sft_shared_prefix
+        if sec.pair_types:
             assert cfg.max_steps > 0, f"variant {name} trains a subset without max_steps"
     assert set(steps.values()) == {steps["main"]}, steps  # every variant at the main model's step count
     assert modes["sft-prefix-train"] == "train" and modes["main"] == "mask"
@@ -327,13 +325,13 @@ def test_ablation_variants_train_the_main_models_number_of_steps() -> None:
 
 
 def test_stage_warns_when_dpo_models_end_at_different_steps(caplog: pytest.LogCaptureFixture) -> None:
-    from saro.train.stage import _warn_unequal_steps
+    from saro.train.train_dpo import warn_unequal_steps
 
-    with caplog.at_level("WARNING", logger="saro.train.stage"):
-        _warn_unequal_steps(
+    with caplog.at_level("WARNING", logger="saro.train.train_dpo"):
+        warn_unequal_steps(
             {"main": {"global_step": 16}, "op_only": {"global_step": 16}, "x": {"skipped": True}}
         )
     assert not caplog.records
-    with caplog.at_level("WARNING", logger="saro.train.stage"):
-        _warn_unequal_steps({"main": {"global_step": 16}, "op_only": {"global_step": 5}})
+    with caplog.at_level("WARNING", logger="saro.train.train_dpo"):
+        warn_unequal_steps({"main": {"global_step": 16}, "op_only": {"global_step": 5}})
     assert "main 16, op_only 5" in caplog.text

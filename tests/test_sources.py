@@ -8,8 +8,8 @@ import pytest
 
 from saro.errors import DataError, SaroError
 from saro.policy import load_policy
-from saro.prompts.build import build_prompts
 from saro.prompts.categorize import categorize, fill_categories
+from saro.prompts.prompts import build_prompts
 from saro.prompts.sources import SOURCES, load_source
 from saro.recipe import PromptsConfig
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import yaml
 
 from saro.judges.step import step_stance
-from saro.pipeline import RunDir, StageContext
 from saro.prompts.attacks import _PREFIXES, wrap_prompt
 from saro.reasoning import parse, render
 from saro.recipe import SynthSRPOConfig, load_recipe
 from saro.records import Prompt, Trajectory, read_json, read_rows, stable_id, write_jsonl_atomic
-from saro.synth import srpo
+from saro.stage import RunDir, StageContext
+from saro.synth import synth_srpo as srpo
 from saro.synth.answers import answer_id
 from saro.synth.teacher import base_text
 

@@ -4,6 +4,7 @@ stale (file contents, defaults, code versions), and ``saro status`` / ``saro run
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -14,8 +15,10 @@ import yaml
 
 from saro import fingerprint, stages
 from saro.errors import SaroError
-from saro.pipeline import RunDir, StageContext, load_recipe, stage_hashes, stage_status
+from saro.pipeline import load_recipe, stage_hashes, stage_status
+from saro.recipe import BackendSpec
 from saro.records import read_rows
+from saro.stage import RunDir, StageContext
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,11 +83,11 @@ def test_a_changed_training_default_makes_the_stage_stale(tmp_path, monkeypatch)
 
     r = _recipe(tmp_path)
     before = fingerprint.fingerprints(r)
-    monkeypatch.setitem(config.SFT_DEFAULTS, "max_grad_norm", 0.25)
+    monkeypatch.setitem(config.SFT_DEFAULTS, "packing", True)
     after = fingerprint.fingerprints(r)
     assert before["prompts"].hash == after["prompts"].hash
     assert before["train_sft"].hash != after["train_sft"].hash
-    assert "setting train_sft.max_grad_norm changed" in fingerprint.explain(
+    assert "setting train_sft.packing changed" in fingerprint.explain(
         before["train_sft"].to_json(), after["train_sft"]
     )
     # and everything downstream of it, through the chain
@@ -94,19 +97,54 @@ def test_a_changed_training_default_makes_the_stage_stale(tmp_path, monkeypatch)
     )
 
 
+_HASHES = """
+import json, sys
+if sys.argv[2] == "block":
+    sys.modules["trl"] = None  # as if the training extras were not installed
+from saro.pipeline import load_recipe, stage_hashes
+from saro.stage import RunDir, StageContext
+
+r = load_recipe(sys.argv[1])
+try:
+    import saro.train.config  # noqa: F401
+    trl = True
+except ImportError:
+    trl = False
+units = StageContext(r, RunDir(sys.argv[3]), "train_dpo").unit_hashes()
+print(json.dumps({"trl": trl, "stages": stage_hashes(r), "units": units}))
+"""
+
+
+def test_training_hashes_do_not_depend_on_whether_trl_is_installed(tmp_path):
+    """A training stage's hash covers saro's settings with saro's defaults only, so it is the same with and without
+    TRL importable (before, the TRL defaults entered it only when TRL was there)."""
+    recipe = _own_recipe(tmp_path, ["What is a prime number?"])
+    out = {}
+    for mode in ("import", "block"):
+        res = subprocess.run(
+            [sys.executable, "-c", _HASHES, str(recipe), mode, str(tmp_path / "run")],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert res.returncode == 0, res.stderr[-2000:]
+        out[mode] = json.loads(res.stdout.splitlines()[-1])
+    assert out["import"]["trl"] is True and out["block"]["trl"] is False
+    assert out["import"]["stages"] == out["block"]["stages"]
+    assert out["import"]["units"] == out["block"]["units"] and set(out["block"]["units"]) == {"main"}
+
+
 def test_srpo_length_check_uses_train_dpos_resolved_max_length(tmp_path):
     r = _recipe(tmp_path)
     ctx = StageContext(r, RunDir(tmp_path / "x"), "synth_srpo")
-    want = r.train_dpo.get("max_length", 2048)
-    assert ctx.setting("train_dpo.max_length") == want
+    want = r.train_dpo.model_extra.get("max_length", 2048)
+    assert ctx.setting("train_dpo.max_length", int) == want
     with pytest.raises(SaroError, match="without declaring"):
-        _ = ctx.recipe.train_sft
-    with pytest.raises(SaroError, match="without declaring"):
-        ctx.setting("train_sft.max_length")
+        ctx.setting("train_sft.max_length", int)
     prompts = StageContext(r, RunDir(tmp_path / "x"), "prompts")
-    assert prompts.recipe.synth_rw.teacher.backend == "offline"
+    assert prompts.setting("synth_rw.teacher", BackendSpec).backend == "offline"
     with pytest.raises(SaroError, match="synth_rw.k"):
-        _ = prompts.recipe.synth_rw.k
+        prompts.setting("synth_rw.k", int)
 
 
 def test_a_bumped_code_version_makes_the_stage_stale_and_names_it(tmp_path, monkeypatch):

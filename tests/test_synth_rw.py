@@ -22,7 +22,7 @@ from saro.prompts.attacks import wrap_prompt
 from saro.reasoning import parse, render
 from saro.recipe import SynthRWConfig, load_recipe
 from saro.records import Prompt, read_ids, read_json, read_rows
-from saro.synth.rw import check_candidate
+from saro.synth.synth_rw import check_candidate
 from saro.synth.teacher import OfflineTeacher
 from saro.synth.teacher_prompts import teacher_messages, validate_teacher_output
 
@@ -277,7 +277,7 @@ def test_unclear_harmful_category_needs_no_category_name():
 
 
 def test_srs_saving_from_hand_built_lengths():
-    from saro.synth.rw import srs_saving
+    from saro.synth.synth_rw import srs_saving
 
     out = srs_saving([50, 100], [100.0, 100.0])
     assert out["n"] == 2 and out["srs_saving"] == 0.25
@@ -296,7 +296,7 @@ class _WordTokenizer:
 
 def _finalize(tmp_path: Path, selection: str) -> tuple[dict, list[dict]]:
     from saro.records import JsonlWriter, Trajectory, stable_id
-    from saro.synth.rw import finalize
+    from saro.synth.synth_rw import finalize
 
     prompts = [
         _harmful(),
@@ -493,7 +493,7 @@ def test_candidates_that_cite_the_label_note_are_rejected(tiny_model_dir, tmp_pa
 
 def _finalize_rows(tmp_path: Path, prompts: list[Prompt], texts: dict[str, list[str]]) -> list[dict]:
     from saro.records import JsonlWriter, Trajectory, stable_id
-    from saro.synth.rw import finalize
+    from saro.synth.synth_rw import finalize
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     with JsonlWriter(tmp_path / "candidates.jsonl") as w:

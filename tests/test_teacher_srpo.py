@@ -19,12 +19,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakeserver import FakeServer
-from saro.pipeline import RunDir, StageContext
 from saro.policy import load_policy
 from saro.reasoning import parse, render
 from saro.recipe import SynthSRPOConfig, load_recipe
 from saro.records import Prompt, Trajectory, read_json, read_rows, stable_id, write_jsonl_atomic
-from saro.synth import srpo
+from saro.stage import RunDir, StageContext
+from saro.synth import synth_srpo as srpo
 from saro.synth.srpo_prompts import UNPARSEABLE, parse_correction, parse_step_verdict
 
 POLICY = load_policy()
@@ -247,8 +247,8 @@ def test_faults_are_retried_and_failed_requests_are_asked_again_on_resume(tiny_m
 
 
 _STAGE = (
-    "import sys; from saro.recipe import load_recipe; from saro.pipeline import RunDir, StageContext; "
-    "from saro.synth import srpo; r = load_recipe(sys.argv[1]); "
+    "import sys; from saro.recipe import load_recipe; from saro.stage import RunDir, StageContext; "
+    "from saro.synth import synth_srpo as srpo; r = load_recipe(sys.argv[1]); "
     "srpo.run(StageContext(r, RunDir(r.resolved_run_dir()), 'synth_srpo'))"
 )
 

@@ -389,14 +389,14 @@ def test_dpo_learns_stores_ref_logps_and_resumes(
 def test_dpo_lora_uses_disabled_adapters_as_reference(
     tiny_model_dir: Path, data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from saro.train import loading
+    from saro.train import start
     from saro.train.config import build_dpo_config
     from saro.train.dpo import train_dpo
 
     loads: list[str | None] = []
-    real = loading.load_training_model
+    real = start.load_training_model
     monkeypatch.setattr(
-        loading, "load_training_model", lambda cfg, source=None: loads.append(source) or real(cfg, source)
+        start, "load_training_model", lambda cfg, source=None: loads.append(source) or real(cfg, source)
     )
     snap = _snapshots()
     sec = _dpo_section(

@@ -5,11 +5,14 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
+from saro import stages as table
 from saro.console import console, setup_logging
 from saro.errors import SaroError
 
@@ -22,18 +25,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-synth_app = typer.Typer(
-    help="Build training data: RIT-D for the warmup (rw), preference pairs for SRPO (srpo).",
-    no_args_is_help=True,
-)
-train_app = typer.Typer(
-    help="Train: Reasoning-style Warmup SFT (sft) and SRPO DPO (dpo), on TRL.", no_args_is_help=True
-)
+# the groups of the stages' two-word commands (saro synth rw, saro train sft: the stage table's ``command``)
+GROUP_HELP = {
+    "synth": "Build training data: RIT-D for the warmup (rw), preference pairs for SRPO (srpo).",
+    "train": "Train: Reasoning-style Warmup SFT (sft) and SRPO DPO (dpo), on TRL.",
+}
 analyze_app = typer.Typer(
     help="Analyses: embedding-space overlap of harmful, jailbreak and benign prompts.", no_args_is_help=True
 )
-app.add_typer(synth_app, name="synth")
-app.add_typer(train_app, name="train")
 app.add_typer(analyze_app, name="analyze")
 
 RecipeArg = Annotated[str, typer.Argument(help="Recipe YAML (path, or a name under recipes/).")]
@@ -54,7 +53,8 @@ def _recipe(name: str, overrides: list[str] | None):
 
 def _stage(recipe_name: str, stage: str, overrides: list[str] | None, overwrite: bool, verbose: bool) -> None:
     setup_logging(verbose)
-    from saro.pipeline import RunDir, run_stage, set_threads
+    from saro.pipeline import run_stage
+    from saro.stage import RunDir, set_threads
 
     recipe = _recipe(recipe_name, overrides)
     set_threads(recipe.threads)
@@ -93,47 +93,49 @@ def run(
         f"[bold]saro run[/bold] {r.name}: stages {', '.join(r.enabled())} -> {r.resolved_run_dir()}"
     )
     run_recipe(r, overwrite=overwrite, stages=stage, until=until)
-    report = r.resolved_run_dir() / "report.json"
-    if report.exists() and (until is None or until == "report"):
+    from saro.stage import RunDir
+
+    if RunDir(r.resolved_run_dir()).find("report", "json") and (until is None or until == "report"):
         _print_summary(r.resolved_run_dir())
 
 
-def _print_summary(run_dir: Path) -> None:
+def _print_summary(run_dir: Path, out: Console | None = None) -> None:
+    """The report's summary, one block per model (fits an 80-column terminal), then where the report files are."""
     from rich.table import Table
 
-    from saro.evaluate.report import SUMMARY_HEADER, summary_rows
-    from saro.records import read_json
+    from saro.report.schema import read_report
+    from saro.report.tables import summary_blocks
+    from saro.stage import RunDir
 
-    report = read_json(run_dir / "report.json")
-    table = Table(title=f"saro: {report['run'].get('recipe')} (judge: {report['primary_judge']})")
-    for h in SUMMARY_HEADER:
-        table.add_column(h)
-    for row in summary_rows(report):
-        table.add_row(*row)
-    console.print(table)
+    out = out or console
+    run = RunDir(run_dir)
+    report = read_report(run.file("report", "json")).model_dump(mode="json")
+    out.print(f"[bold]saro: {report['run'].get('recipe')}[/bold] (judge: {report['primary_judge']})")
+    for title, rows in summary_blocks(report):
+        t = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2, 0, 0))
+        t.add_column(no_wrap=True)
+        t.add_column(overflow="fold")
+        for measure, value in rows:
+            t.add_row(measure, value)
+        out.print(t)
     for suffix in ("md", "html", "json"):
-        p = run_dir / f"report.{suffix}"
+        p = run.root / f"report.{suffix}"
         if p.exists():
-            console.print(f"report: {p}")
+            out.print(f"report: {p}")
 
 
-@synth_app.command("rw")
-def synth_rw(
-    recipe: RecipeArg, set_: SetOpt = None, overwrite: OverwriteOpt = False, verbose: VerboseOpt = False
-) -> None:
-    """Stage 1 data (RIT-D): teacher reasoning, k candidates, judged, Shortest Rejection Sampling."""
-    _stage(recipe, "synth_rw", set_, overwrite, verbose)
+def _stage_command(stage: str) -> Callable[..., None]:
+    """``saro <command> RECIPE``: run one stage of the recipe (its help is the stage table's ``doc``)."""
+
+    def command(
+        recipe: RecipeArg, set_: SetOpt = None, overwrite: OverwriteOpt = False, verbose: VerboseOpt = False
+    ) -> None:
+        _stage(recipe, stage, set_, overwrite, verbose)
+
+    command.__doc__ = table.get(stage).doc
+    return command
 
 
-@synth_app.command("srpo")
-def synth_srpo(
-    recipe: RecipeArg, set_: SetOpt = None, overwrite: OverwriteOpt = False, verbose: VerboseOpt = False
-) -> None:
-    """Stage 2 data: sample the RW model, build OP-COT, PP-COT and early-vs-late preference pairs."""
-    _stage(recipe, "synth_srpo", set_, overwrite, verbose)
-
-
-@app.command("prompts")
 def prompts_cmd(
     recipe: RecipeArg, set_: SetOpt = None, overwrite: OverwriteOpt = False, verbose: VerboseOpt = False
 ) -> None:
@@ -141,29 +143,13 @@ def prompts_cmd(
     _stage(recipe, "prompts", set_, overwrite, verbose)
     from saro.prompts.phrasing import phrasing_rich_table
     from saro.records import read_json
+    from saro.stage import RunDir
 
-    stats = _recipe(recipe, set_).resolved_run_dir() / "prompts" / "stats.json"
-    if stats.is_file():
+    stats = RunDir(_recipe(recipe, set_).resolved_run_dir()).find("prompts", "stats")
+    if stats is not None:
         console.print(phrasing_rich_table(read_json(stats).get("phrasing") or {}))
 
 
-@train_app.command("sft")
-def train_sft(
-    recipe: RecipeArg, set_: SetOpt = None, overwrite: OverwriteOpt = False, verbose: VerboseOpt = False
-) -> None:
-    """Reasoning-style Warmup: SFT on RIT-D (loss on reasoning, answer and end-of-turn)."""
-    _stage(recipe, "train_sft", set_, overwrite, verbose)
-
-
-@train_app.command("dpo")
-def train_dpo(
-    recipe: RecipeArg, set_: SetOpt = None, overwrite: OverwriteOpt = False, verbose: VerboseOpt = False
-) -> None:
-    """SRPO: DPO on the reasoning-process preference pairs, reference = the RW model."""
-    _stage(recipe, "train_dpo", set_, overwrite, verbose)
-
-
-@app.command("eval")
 def eval_cmd(
     recipe: Annotated[
         str | None,
@@ -295,8 +281,7 @@ def _standalone_options(a: dict[str, Any]) -> Any:
     )
 
 
-@app.command()
-def report(
+def report_cmd(
     recipe: Annotated[
         str, typer.Argument(help="Recipe YAML, or a run folder (e.g. one made by saro eval --out).")
     ],
@@ -310,8 +295,9 @@ def report(
     overrides = list(set_ or []) + (["report.show_unsafe=true"] if show_unsafe else [])
     if Path(recipe).is_dir():
         setup_logging(verbose)
-        from saro.pipeline import RunDir, run_stage
+        from saro.pipeline import run_stage
         from saro.recipe import apply_overrides, validate_recipe
+        from saro.stage import RunDir
         from saro.standalone import recipe_from_run
 
         r = recipe_from_run(recipe)
@@ -557,7 +543,8 @@ def status_cmd(
 ) -> None:
     """Each stage: done / stale (and why: which setting, file, code version or upstream stage) / missing."""
     setup_logging(verbose)
-    from saro.pipeline import RunDir, recipe_of_run, stage_status
+    from saro.pipeline import recipe_of_run, stage_status, unit_status
+    from saro.stage import RunDir
 
     is_run = Path(target).is_dir() and (Path(target) / "manifest.json").is_file()
     recipe = recipe_of_run(target) if is_run else _recipe(target, overrides)
@@ -565,8 +552,12 @@ def status_cmd(
         for stage in recipe.enabled():
             typer.echo(f"{stage:<11} missing")
         return
-    for stage, state, why in stage_status(recipe, RunDir(recipe.resolved_run_dir())):
+    run = RunDir(recipe.resolved_run_dir())
+    for stage, state, why in stage_status(recipe, run):
         typer.echo(f"{stage:<11} {state}" + (f": {'; '.join(why)}" if why else ""))
+        if state != "missing":
+            for unit, ustate in unit_status(recipe, run, stage):
+                typer.echo(f"  {unit:<20} {ustate}")
 
 
 @app.command("label")
@@ -603,8 +594,6 @@ def label_cmd(
     """Label a blind, stratified sample of a run's answers (terminal, HTML page or JSONL); the report then shows the
     judge's agreement with the labels and the rates recomputed from them. Shows answers to harmful prompts."""
     setup_logging(verbose)
-    from rich.console import Console
-
     from saro.labels.command import LabelOptions, label_run
     from saro.labels.store import default_labeller
 
@@ -667,6 +656,26 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # usage errors of typer's (vendored) click or a plain click
         _usage_error_exit(e)
         raise
+
+
+def _register_stage_commands() -> None:
+    """One command per stage, named by the stage table (``saro prompts``, ``saro synth rw``, ``saro train sft``,
+    ``saro eval``, ``saro report``): the stages with options of their own have their own function."""
+    own: dict[str, Callable[..., None]] = {"prompts": prompts_cmd, "eval": eval_cmd, "report": report_cmd}
+    groups: dict[str, typer.Typer] = {}
+    for row in table.TABLE:
+        fn: Callable[..., None] = own.get(row.name) or _stage_command(row.name)
+        if len(row.command) == 1:
+            app.command(row.command[0])(fn)
+            continue
+        group, name = row.command
+        if group not in groups:
+            groups[group] = typer.Typer(help=GROUP_HELP.get(group), no_args_is_help=True)
+            app.add_typer(groups[group], name=group)
+        groups[group].command(name)(fn)
+
+
+_register_stage_commands()
 
 
 def _click_modules() -> list[Any]:

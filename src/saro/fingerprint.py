@@ -6,8 +6,12 @@ stages it depends on and its code version. Its hash is the hash of all of that. 
 fingerprint, so that ``saro status`` and ``saro run`` can say *why* a stage is stale (which key, file, version or
 upstream stage changed).
 
-A training stage also has a "main" hash without its ``variants``: a stage that reads only the main model chains
-through it, so adding a variant does not redo what the main model feeds (see ``dep_hashes``).
+A stage made of units (``saro.stages.Units``: training variants, eval models) also hashes each unit with
+``unit_hash``, the one notion of a unit of work's hash (what it is, its settings with defaults, the identities of
+what it reads, the version of the code that makes it): training variants, eval models, reference log-probs and
+training checkpoints are all hashed by it. A stage that reads a model chains through that model's unit hash, not
+its stage's hash, so adding a variant (SafetySFT, an ablation) does not redo what the main model feeds
+(``dep_hashes``). ``file_digest`` is the one file hasher.
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from saro import stages as table
 from saro.errors import SaroError
-from saro.recipe import PromptEntry, Recipe
+from saro.recipe import TRAINING_SECTIONS, PromptEntry, Recipe, TrainingSection
 from saro.records import stable_id
 
 log = logging.getLogger(__name__)
@@ -43,7 +48,6 @@ class Fingerprint:
     deps: dict[str, str]  # upstream stage -> the hash this stage chains through
     unpinned: list[str] = field(default_factory=list)  # hub datasets read without a pinned revision
     hash: str = ""
-    main: str = ""  # training stages: the hash without ``variants``
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -53,14 +57,15 @@ class Fingerprint:
 
 
 def _section_value(recipe: Recipe, name: str) -> Any:
-    resolve = table.get(name).resolver() if name in table.BY_NAME else None
-    if resolve is not None:  # training sections: defaults from the layer that owns them
-        return resolve(name, getattr(recipe, name))
     if name == "seed":
         return recipe.seed
     if name == "policy":
         return recipe.policy
-    value = recipe.prompts if name == "prompts" else getattr(recipe, name)
+    value = getattr(recipe, name)
+    if (
+        name in TRAINING_SECTIONS
+    ):  # every default filled in (an absent section's too): a changed default retrains
+        return (value or TRAINING_SECTIONS[name]()).resolved()
     return value.model_dump(mode="json") if value is not None else None
 
 
@@ -90,16 +95,19 @@ def stage_settings(recipe: Recipe, stage: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------- files
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes (of every file under a folder, by relative path)."""
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (of every file under a folder, by relative path): the one file hasher."""
+    path = Path(path)
     h = hashlib.sha256()
     if path.is_dir():
         for p in sorted(q for q in path.rglob("*") if q.is_file()):
             h.update(str(p.relative_to(path)).encode("utf-8") + b"\0")
-            h.update(hashlib.sha256(p.read_bytes()).digest())
+            h.update(bytes.fromhex(file_digest(p)))
         return h.hexdigest()
     try:
-        h.update(path.read_bytes())
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
     except OSError as e:
         raise SaroError(f"{path}: cannot read input file ({e.strerror})") from None
     return h.hexdigest()
@@ -133,7 +141,7 @@ def input_files(recipe: Recipe, stage: str) -> tuple[dict[str, str], list[str]]:
             if u:
                 unpinned.append(u)
     if table.SUITE_FILES in kinds and recipe.prompts.eval_suites:
-        from saro.prompts.suites import suite_files
+        from saro.suites import suite_files
 
         paths += suite_files(recipe.prompts.eval_suites)
     if table.POLICY_FILE in kinds:
@@ -142,6 +150,10 @@ def input_files(recipe: Recipe, stage: str) -> tuple[dict[str, str], list[str]]:
         labels = (recipe.resolved_run_dir() / table.LABELS_FILE).resolve()
         if labels.is_file():  # absent until someone labels; then "file ... added" makes the stage stale
             paths.append(labels)
+    if table.ANALYSIS_FILES in kinds:
+        analysis = (recipe.resolved_run_dir() / table.ANALYSIS_DIR).resolve()
+        if analysis.is_dir():  # absent until saro analyze overlap RUN; then the report embeds it
+            paths.append(analysis)
     for u in unpinned:
         if u not in _warned:
             _warned.add(u)
@@ -152,41 +164,75 @@ def input_files(recipe: Recipe, stage: str) -> tuple[dict[str, str], list[str]]:
 # ------------------------------------------------------------------------------------------------- hashing
 
 
+def unit_hash(kind: str, settings: Any, inputs: Any, code_version: int = 1) -> str:
+    """The hash of one unit of work: its ``kind`` (a training variant, an eval model, reference log-probs, a
+    training run's checkpoints), the ``settings`` it runs with (defaults filled in), the identities of what it reads
+    (``inputs``: upstream hashes, file digests, model identities) and the version of the code that makes it."""
+    return stable_id(kind, settings, inputs, code_version)
+
+
 def stage_deps(recipe: Recipe, stage: str) -> list[str]:
-    """The enabled stages whose outputs ``stage`` reads (eval: also the training stages its models name)."""
+    """The enabled stages whose outputs ``stage`` reads: its declared reads, and the training stages named by the
+    model references of its ``models_from`` section."""
     row = table.get(stage)
-    deps = list(row.deps)
-    if row.deps_from_models:
-        deps += [r.stage for r in table.model_refs(setting(recipe, stage))]
+    deps = list(row.upstream)
+    if row.models_from is not None:
+        deps += [r.stage for r in table.model_refs(setting(recipe, row.models_from))]
     enabled = recipe.enabled()
-    return [d for d in dict.fromkeys(deps) if d in enabled]
+    return [d for d in table.STAGES if d in deps and d in enabled]
 
 
-def dep_hashes(recipe: Recipe, stage: str, section: Any, fps: dict[str, Fingerprint]) -> dict[str, str]:
-    """The hash ``section`` of ``stage`` chains through per upstream stage: a training stage's main hash,
-    or its whole hash when the section names one of its variants (``@train_sft/safety_sft``)."""
-    named = {r.stage for r in table.model_refs(section) if r.variant}
-    return {d: fps[d].hash if d in named else fps[d].main for d in stage_deps(recipe, stage)}
+def dep_hashes(recipe: Recipe, stage: str, section: Any, fps: Mapping[str, Fingerprint]) -> dict[str, str]:
+    """The hash ``section`` of ``stage`` chains through per upstream stage: for a training stage, the unit hashes
+    of the models the section names (``@train_sft/safety_sft``; the main model when it names none), for any
+    other stage its stage hash."""
+    refs = table.model_refs(section)
+    out: dict[str, str] = {}
+    for d in stage_deps(recipe, stage):
+        if d not in table.MODEL_STAGES:
+            out[d] = fps[d].hash
+            continue
+        named = sorted({r.variant or table.MAIN for r in refs if r.stage == d}) or [table.MAIN]
+        units = training_units(recipe, d, fps)
+        unknown = [u for u in named if u not in units]
+        if unknown:
+            raise SaroError(
+                f"{stage}: model reference '@{d}/{unknown[0]}': {d} has no variant '{unknown[0]}' "
+                f"(its models: {', '.join(units)})"
+            )
+        out[d] = units[named[0]] if len(named) == 1 else stable_id(*(units[u] for u in named))
+    return out
+
+
+def training_units(recipe: Recipe, stage: str, fps: Mapping[str, Fingerprint]) -> dict[str, str]:
+    """{unit: hash} of a training stage's models (``main`` and each variant): its settings with defaults, the
+    base model, the seed, what it chains through and the stage's code version (the fingerprints of the stages it
+    depends on must be in ``fps``)."""
+    section = getattr(recipe, stage)
+    if not isinstance(section, TrainingSection):
+        raise SaroError(f"stage '{stage}' has no training section in this recipe")
+    model = recipe.model.model_dump(mode="json")
+    version = table.get(stage).unit_version
+    out: dict[str, str] = {}
+    for name, sec in section.units(stage):
+        resolved = sec.resolved()
+        settings = {"stage": stage, "section": resolved, "model": model, "seed": recipe.seed}
+        out[name] = unit_hash("variant", settings, dep_hashes(recipe, stage, resolved, fps), version)
+    return out
 
 
 def _digests(settings: dict[str, Any]) -> dict[str, str]:
     return {k: stable_id(v) for k, v in settings.items()}
 
 
-def fingerprint(recipe: Recipe, stage: str, fps: dict[str, Fingerprint]) -> Fingerprint:
+def fingerprint(recipe: Recipe, stage: str, fps: Mapping[str, Fingerprint]) -> Fingerprint:
     """The fingerprint of one stage (its dependencies' fingerprints must be in ``fps``)."""
     row = table.get(stage)
     settings = _digests(stage_settings(recipe, stage))
     files, unpinned = input_files(recipe, stage)
-    deps = dep_hashes(recipe, stage, setting(recipe, stage), fps)
+    deps = dep_hashes(recipe, stage, setting(recipe, row.models_from or stage), fps)
     fp = Fingerprint(stage, row.code_version, settings, files, deps, unpinned)
     fp.hash = stable_id(stage, row.code_version, settings, files, deps)
-    variants = f"{stage}.variants"
-    if stage in table.MODEL_STAGES and settings.get(variants) != stable_id(None):
-        rest = {k: v for k, v in settings.items() if k != variants}
-        fp.main = stable_id(stage, row.code_version, rest, files, deps)
-    else:
-        fp.main = fp.hash
     return fp
 
 

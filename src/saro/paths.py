@@ -30,3 +30,14 @@ def package_file(dist: str, rel: str) -> Path:
     if not p.exists():
         raise SaroError(f"{rel} not found in package '{dist}' ({p})")
     return p
+
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def package_asset(*parts: str) -> Path:
+    """A file shipped in saro's own ``assets/`` folder (training chat templates, the embedded tokenizer)."""
+    p = ASSETS.joinpath(*parts)
+    if not p.is_file():
+        raise SaroError(f"{p}: a packaged asset is missing (a broken install: reinstall saro)")
+    return p

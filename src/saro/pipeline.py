@@ -16,17 +16,17 @@ import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from saro import fingerprint
 from saro import stages as table
 from saro.errors import SaroError
 from saro.masking import mask_secrets
-from saro.recipe import TRAIN_KEYS, Recipe, iter_variants
+from saro.recipe import Recipe, TrainingSection
 from saro.recipe import load_recipe as load_recipe_schema
 from saro.records import read_json, stable_id
-from saro.stage import RunDir, StageContext, copy_tree, set_threads
-from saro.stages import DISTRIBUTED_STAGES, STAGES
+from saro.stage import RunDir, StageContext, StageStatus, copy_tree, set_threads, unit_folder
+from saro.stages import DISTRIBUTED_STAGES, MAIN, STAGES
 
 __all__ = [
     "RunDir",
@@ -87,16 +87,6 @@ def stage_hashes(recipe: Recipe, upto: str | None = None) -> dict[str, str]:
     return {s: fp.hash for s, fp in fingerprint.fingerprints(recipe, upto).items()}
 
 
-def upstream_hashes(recipe: Recipe, stage: str, section: Any) -> list[str]:
-    """The hashes ``section`` of ``stage`` chains through, one per stage it reads.
-
-    A section that reads only the main model of a training stage chains through that model's hash (the stage
-    section without its ``variants``), so adding a variant (SafetySFT, an ablation) does not redo what the main
-    model feeds; a section that names a variant (``@train_sft/safety_sft``) chains through the whole stage."""
-    fps = fingerprint.fingerprints(recipe, stage)
-    return list(fingerprint.dep_hashes(recipe, stage, section, fps).values())
-
-
 def resolved_config(recipe: Recipe) -> dict[str, Any]:
     return mask_secrets(recipe.model_dump(mode="json"))
 
@@ -136,7 +126,9 @@ def run_stage(
     if run.is_done(stage, h) and not overwrite:
         log.info("stage %s: done (nothing it reads changed), skipping", stage)
         return st.get("summary", {})
-    ctx = StageContext(recipe=recipe, run=run, stage=stage, overwrite=overwrite, hashes=hashes)
+    ctx: StageContext[Any] = StageContext(
+        recipe=recipe, run=run, stage=stage, overwrite=overwrite, hashes=hashes
+    )
     row = table.get(stage)
     if rank == 0:
         if not overwrite and recipe.reuse_from and _reuse(recipe, stage, h, run):
@@ -149,6 +141,7 @@ def run_stage(
             status="running",
             hash=h,
             fingerprint=fps[stage].to_json(),
+            units=ctx.unit_hashes(),
             started=_now(),
             config=_stage_config(recipe, stage),
             launch=token,
@@ -157,7 +150,7 @@ def run_stage(
         _wait_for_rank0(run, stage, h)
     t0 = time.time()
     log.info("stage %s: running%s", stage, f" (rank {rank} of {size})" if size > 1 else "")
-    summary = row.entry()(ctx) or {}
+    summary = cast("dict[str, Any] | None", row.entry()(ctx)) or {}
     dt = round(time.time() - t0, 1)
     if rank == 0:
         run.update_stage(stage, status="done", finished=_now(), seconds=dt, summary=summary)
@@ -165,7 +158,7 @@ def run_stage(
     return summary
 
 
-def _prepare(ctx: StageContext, st: dict[str, Any], h: str, fp: fingerprint.Fingerprint) -> None:
+def _prepare(ctx: StageContext[Any], st: StageStatus, h: str, fp: fingerprint.Fingerprint) -> None:
     """Clear (or, for a training stage, prune) a stage folder whose inputs changed, logging why."""
     stage, sdir = ctx.stage, ctx.run.stage_dir(ctx.stage)
     if not ctx.overwrite and not (st and st.get("hash") != h):
@@ -173,13 +166,38 @@ def _prepare(ctx: StageContext, st: dict[str, Any], h: str, fp: fingerprint.Fing
             log.info("stage %s: resuming an interrupted run", stage)
         return
     why = "--overwrite" if ctx.overwrite else "; ".join(fingerprint.explain(st.get("fingerprint"), fp))
-    keep = table.get(stage).keeper()
-    if sdir.exists() and keep is not None and not ctx.overwrite and st.get("fingerprint"):
-        log.info("stage %s: stale (%s); models whose inputs did not change are kept", stage, why)
-        keep(ctx, st.get("summary") or {})
+    if sdir.exists() and ctx.row.units is not None and not ctx.overwrite and st.get("units"):
+        kept = _keep_units(ctx, st["units"])
+        log.info(
+            "stage %s: stale (%s); %s whose inputs did not change: %s",
+            stage,
+            why,
+            ctx.row.units.kind + "s",
+            ", ".join(kept) or "none",
+        )
     elif sdir.exists():
         log.info("stage %s: stale (%s), starting from scratch", stage, why)
         shutil.rmtree(sdir)
+
+
+def _keep_units(ctx: StageContext[Any], old: dict[str, str]) -> list[str]:
+    """A stale stage made of units: keep the files of every unit whose hash did not change (a training variant
+    added beside the RW model does not retrain it; an eval model added does not regenerate the others), delete
+    the rest. A unit's files are its folder; a training stage's main model owns the rest of the stage folder."""
+    units = ctx.row.units
+    assert units is not None
+    now = ctx.unit_hashes()
+    kept = [u for u, h in now.items() if old.get(u) == h]
+    folders = {unit_folder(u): u for u in {*old, *now} if u != MAIN}
+    for entry in ctx.run.stage_dir(ctx.stage).iterdir():
+        owner = folders.get(entry.name, MAIN if units.main else None)
+        if owner in kept:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    return kept
 
 
 def _wait_for_rank0(run: RunDir, stage: str, h: str, timeout: float = 600.0) -> None:
@@ -218,8 +236,7 @@ def _reuse(recipe: Recipe, stage: str, h: str, run: RunDir) -> bool:
 
 def _stage_config(recipe: Recipe, stage: str) -> Any:
     section = recipe.section(stage)
-    dumped = section.model_dump(mode="json") if hasattr(section, "model_dump") else section
-    return mask_secrets(dumped)
+    return mask_secrets(section.model_dump(mode="json") if section is not None else None)
 
 
 def _write_run_info(run: RunDir, recipe: Recipe, hashes: dict[str, str]) -> None:
@@ -318,15 +335,18 @@ def validate_training_sections(recipe: Recipe) -> None:
         return
     import tempfile
 
-    for name, section in (("train_sft", recipe.train_sft), ("train_dpo", recipe.train_dpo)):
+    sections: list[tuple[str, TrainingSection | None]] = [
+        ("train_sft", recipe.train_sft),
+        ("train_dpo", recipe.train_dpo),
+    ]
+    for name, section in sections:
         if section is None:
             continue
-        for variant, sec in iter_variants(name, section):
-            label = name if variant is None else f"{name}.variants[{variant}]"
+        for unit, sec in section.units(name):
+            label = name if unit == MAIN else f"{name}.variants[{unit}]"
             build = build_sft_config if name == "train_sft" else build_dpo_config
-            args = {k: v for k, v in sec.items() if k not in TRAIN_KEYS}
             try:
-                build(args, output_dir=os.path.join(tempfile.gettempdir(), "saro-validate"))
+                build(sec.trainer_settings(), output_dir=os.path.join(tempfile.gettempdir(), "saro-validate"))
             except SaroError as e:
                 msg = str(e)
                 raise SaroError(
@@ -349,6 +369,20 @@ def stage_status(recipe: Recipe, run: RunDir) -> list[tuple[str, str, list[str]]
         state = "stale" if why else "done" if st.get("status") == "done" else "running"
         out.append((stage, state, why if why else ["running or interrupted"] if state == "running" else []))
     return out
+
+
+def unit_status(recipe: Recipe, run: RunDir, stage: str) -> list[tuple[str, str]]:
+    """(unit, state) of a stage's units (training variants, eval models): "done" in a stage done with the current
+    recipe; else "kept" (its hash did not change: its work is kept when the stage reruns), "changed" or "new"."""
+    if table.get(stage).units is None:
+        return []
+    st = run.status(stage)
+    hashes = stage_hashes(recipe, stage)
+    now = StageContext(recipe, run, stage, hashes=hashes).unit_hashes()
+    if run.is_done(stage, hashes[stage]):
+        return [(u, "done") for u in now]
+    old = st.get("units") or {}
+    return [(u, "new" if u not in old else "kept" if old[u] == h else "changed") for u, h in now.items()]
 
 
 def recipe_of_run(root: str | Path) -> Recipe:

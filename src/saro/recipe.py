@@ -10,16 +10,13 @@ from __future__ import annotations
 import copy
 import difflib
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from saro import stages as table
 from saro.errors import SaroError
-from saro.stages import STAGES
-
-# Keys of a training section that are ours (which upstream dataset to train on), not TRL config fields.
-TRAIN_KEYS = ("data", "pair_types")
 
 
 class Section(BaseModel):
@@ -104,7 +101,7 @@ class PromptsConfig(Section):
     )
     eval_suites: list[str | dict[str, Any]] = Field(
         default_factory=list,
-        description="benchmark suites by name or YAML path (see `saro.prompts.suites`), expanded into eval",
+        description="benchmark suites by name or YAML path (see `saro.suites`), expanded into eval",
     )
     suite_info: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="filled from eval_suites: version, type and sampling per suite"
@@ -115,7 +112,7 @@ class PromptsConfig(Section):
         """Append the entries of ``eval_suites`` to ``eval`` (once: a dumped and reloaded config is unchanged)."""
         if not self.eval_suites:
             return self
-        from saro.prompts.suites import expand_suites
+        from saro.suites import expand_suites
 
         try:
             raw, info = expand_suites(self.eval_suites)
@@ -236,6 +233,99 @@ class SynthSRPOConfig(Section):
         if self.step_judge == "teacher" and self.teacher.backend == "offline":
             raise ValueError("step_judge: teacher needs a model teacher (set synth_srpo.teacher.backend)")
         return self
+
+
+# Defaults that are ours for fields of TRL's configs: applied under the recipe section by
+# ``saro.train.config.build_*_config`` and part of every training hash (TRL's own defaults are not: a hash never
+# depends on which TRL, or whether any, is installed).
+_COMMON_TRAIN_DEFAULTS: dict[str, Any] = {
+    "logging_steps": 5,
+    "save_strategy": "steps",
+    "save_steps": 50,
+    "save_total_limit": 2,
+    "report_to": "none",
+    "max_length": 2048,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0,
+    "seed": 0,
+}
+SFT_DEFAULTS: dict[str, Any] = {
+    **_COMMON_TRAIN_DEFAULTS,
+    "packing": False,
+}  # packing is wrong on CPU (cross-attention)
+DPO_DEFAULTS: dict[str, Any] = {
+    **_COMMON_TRAIN_DEFAULTS,
+    "precompute_ref_log_probs": True,
+    "beta": 0.1,
+}
+
+T = TypeVar("T", bound="TrainingSection")
+
+
+class TrainingSection(Section):
+    """A training stage's section: saro's own keys, typed; every other key is a field of the stage's TRL config
+    (``saro.train.config``; checked against it when the recipe is loaded with TRL installed). ``variants`` names
+    further models of the stage, each the section with its overrides (SafetySFT, an ablation)."""
+
+    model_config = ConfigDict(extra="allow")
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+
+    variants: dict[str, dict[str, Any]] | None = Field(
+        None, description="further models of this stage: variant name -> the keys it overrides"
+    )
+
+    def trainer_settings(self) -> dict[str, Any]:
+        """The keys of the TRL config, as the recipe writes them (saro's own keys and ``variants`` left out)."""
+        return dict(self.model_extra or {})
+
+    def resolved(self) -> dict[str, Any]:
+        """Every setting with saro's defaults filled in: what the stage's hash covers (a changed default retrains)."""
+        own = self.model_dump(mode="json", exclude=set(self.model_extra or {}))
+        return {**self.DEFAULTS, **own, **self.trainer_settings()}
+
+    def units(self: T, stage: str) -> list[tuple[str, T]]:
+        """The models this section trains: ("main", the section without variants), then each variant
+        (its name, the section with the variant's overrides)."""
+        base = self.model_dump(mode="json", exclude={"variants"})
+        out = [(table.MAIN, self.model_validate(base))]
+        for name, over in (self.variants or {}).items():
+            if name == table.MAIN:
+                raise SaroError(f"{stage}.variants: '{table.MAIN}' names the main model; rename the variant")
+            try:
+                out.append((str(name), self.model_validate({**base, **over})))
+            except ValidationError as e:
+                raise SaroError(f"{stage}.variants.{name}: {_explain(e, over, type(self))}") from None
+        return out
+
+
+class TrainSFTConfig(TrainingSection):
+    """Reasoning-style Warmup (SFT) on RIT-D, or a variant on other data (SafetySFT)."""
+
+    DEFAULTS: ClassVar[dict[str, Any]] = SFT_DEFAULTS
+    data: Literal["rit_d", "safety_sft"] = Field(
+        "rit_d", description="the synth_rw dataset: rit_d (reasoning + answer) or safety_sft (answers only)"
+    )
+
+
+class TrainDPOConfig(TrainingSection):
+    """SRPO (DPO) on the preference pairs, or a variant on other data (SafetyDPO) or pair types (an ablation)."""
+
+    DEFAULTS: ClassVar[dict[str, Any]] = DPO_DEFAULTS
+    data: Literal["srpo", "safety_dpo"] = Field(
+        "srpo",
+        description="the synth_srpo dataset: srpo (OP-COT, PP-COT, ...) or safety_dpo (direct answers)",
+    )
+    pair_types: list[str] | None = Field(None, description="train on these SRPO pair types only")
+    model: str = Field(
+        "@train_sft",
+        description="the model DPO starts from, also the reference ('@train_sft[/variant]', a path)",
+    )
+
+
+TRAINING_SECTIONS: dict[str, type[TrainingSection]] = {
+    "train_sft": TrainSFTConfig,
+    "train_dpo": TrainDPOConfig,
+}
 
 
 class EvalModel(Section):
@@ -387,9 +477,9 @@ class Recipe(Section):
     model: ModelSpec = Field(default_factory=ModelSpec)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     synth_rw: SynthRWConfig | None = None
-    train_sft: dict[str, Any] | None = None
+    train_sft: TrainSFTConfig | None = None
     synth_srpo: SynthSRPOConfig | None = None
-    train_dpo: dict[str, Any] | None = None
+    train_dpo: TrainDPOConfig | None = None
     eval: EvalConfig | None = None
     report: ReportConfig | None = None
     launch: LaunchConfig | None = Field(
@@ -402,8 +492,13 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
-        if self.train_dpo is not None and self.train_sft is None:
-            raise ValueError("train_dpo needs train_sft (its reference is the RW model)")
+        present = self._present()
+        for s in table.TABLE:
+            missing = [d for d in s.needs if present[s.name] and not present[d]]
+            if missing:
+                raise ValueError(
+                    f"{s.name} needs {missing[0]}: it reads its output (add a '{missing[0]}:' section)"
+                )
         pairs = self.report.comparisons if self.report is not None else None
         if pairs and self.eval is not None:
             names = [m.name for m in self.eval.models]
@@ -418,21 +513,17 @@ class Recipe(Section):
                     )
         return self
 
-    def enabled(self) -> list[str]:
-        """Stages this recipe runs, in order."""
-        present = {
-            "prompts": True,
-            "synth_rw": self.synth_rw is not None,
-            "train_sft": self.train_sft is not None,
-            "synth_srpo": self.synth_srpo is not None,
-            "train_dpo": self.train_dpo is not None,
-            "eval": self.eval is not None,
-            "report": self.eval is not None and self.report is not None,
-        }
-        return [s for s in STAGES if present[s]]
+    def _present(self) -> dict[str, bool]:
+        return {s.name: s.always or self.section(s.name) is not None for s in table.TABLE}
 
-    def section(self, stage: str) -> Any:
-        return self.prompts if stage == "prompts" else getattr(self, stage)
+    def enabled(self) -> list[str]:
+        """Stages this recipe runs, in order (the stage table: those with a section, and the prompts stage)."""
+        return table.enabled(self._present())
+
+    def section(self, stage: str) -> Section | None:
+        """A stage's section (None when the recipe has none)."""
+        value = getattr(self, table.get(stage).name)
+        return value if isinstance(value, Section) else None
 
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir or f"runs/{self.name}")
@@ -529,12 +620,12 @@ def validate_recipe(data: dict[str, Any], where: str = "recipe") -> Recipe:
         raise SaroError(f"{where}: {_explain(e, data)}") from None
 
 
-def _explain(e: ValidationError, data: dict[str, Any]) -> str:
+def _explain(e: ValidationError, data: dict[str, Any], model: type[BaseModel] | None = None) -> str:
     err = e.errors()[0]
     loc = [x for x in err["loc"]]
     dotted = ".".join(str(x) for x in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
-        valid = _fields_at(Recipe, loc[:-1], data)
+        valid = _fields_at(model or Recipe, loc[:-1], data)
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
         hint = (
             f" (did you mean '{close[0]}'?)"
@@ -609,22 +700,6 @@ def _check_files(recipe: Recipe, base: Path) -> None:
                 if not p.exists():
                     raise SaroError(f"prompts.{use}[{i}].options.path: file not found: {path}")
                 e.options["path"] = str(p.resolve())
-
-
-def iter_variants(stage: str, section: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
-    """A training section is one config, or a base config plus named ``variants`` (each a dict of overrides)."""
-    section = dict(section)
-    variants = section.pop("variants", None)
-    out: list[tuple[str | None, dict[str, Any]]] = [(None, section)]
-    if variants is None:
-        return out
-    if not isinstance(variants, dict):
-        raise SaroError(f"{stage}.variants: expected a mapping of variant name -> overrides")
-    for vname, over in variants.items():
-        if not isinstance(over, dict):
-            raise SaroError(f"{stage}.variants.{vname}: expected a mapping of overrides")
-        out.append((str(vname), {**section, **over}))
-    return out
 
 
 def find_recipe(name: str) -> Path:

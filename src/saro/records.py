@@ -114,11 +114,14 @@ class PreferencePair(Record):
 
 
 class EvalRecord(Record):
-    """One generation of one model on one eval prompt, with the judges' labels."""
+    """One generation of one model on one eval prompt, with the judges' labels. ``base_id`` is its prompt's
+    (``Prompt.base_id``: prompts that share one are resampled together); records of an older saro have none and
+    are given their prompt's when read (``saro.evaluate.eval.read_generations``)."""
 
     model: str
     suite: str
     prompt_id: str
+    base_id: str | None = None
     text: str
     kind: Kind
     category: str = "none"

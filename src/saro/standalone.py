@@ -195,7 +195,8 @@ def build_recipe(opts: StandaloneEval) -> Recipe:
 
 def run_standalone(opts: StandaloneEval, overwrite: bool = False) -> tuple[Recipe, dict[str, Any]]:
     """Build the recipe and run its prompts, eval and report stages; returns the recipe and stage summaries."""
-    from saro.pipeline import RunDir, run_stage, set_threads
+    from saro.pipeline import run_stage
+    from saro.stage import RunDir, set_threads
 
     recipe = build_recipe(opts)
     for f in recipe.eval.contamination_files if recipe.eval else []:

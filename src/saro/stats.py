@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any, Literal
@@ -265,3 +265,33 @@ def _rate_dict(
 def method_label(method: str | None) -> str:
     """The interval method as shown beside a rate ("Wilson", "Wilson on effective n", ...)."""
     return METHOD_LABELS.get(method or "", method or "bootstrap")
+
+
+def _pct(x: float) -> str:
+    v = 100 * x
+    return f"{v:.1f}" if v not in (0.0, 100.0) else f"{v:.0f}"
+
+
+def fmt_rate(r: Mapping[str, Any] | None) -> str:
+    """How a rate is written: ``3.1% [0.6–15.7] (1/32, Wilson)`` (rate, 95% interval, k/n and the interval method,
+    with the base prompts of a clustered rate and the unparseable verdicts left out), an en dash when there is
+    nothing to show, ``n/a`` when the rate is not measurable (its reason kept apart)."""
+    if not r:
+        return "–"
+    if r.get("rate") is None:
+        return "n/a" if r.get("na") else "–"
+    s = f"{100 * r['rate']:.1f}%"
+    lo, hi = r.get("lo"), r.get("hi")
+    if lo is None and r.get("ci95"):
+        lo, hi = r["ci95"]
+    if lo is not None and hi is not None:
+        s += f" [{_pct(lo)}–{_pct(hi)}]"
+    k = r.get("k", r.get("count"))
+    if not r.get("method"):
+        return s + f" ({k}/{r['n']})"
+    how = method_label(r.get("method"))
+    if ("neff" in r["method"] or r["method"].startswith("cluster")) and r.get("clusters"):
+        how += f", {r['clusters']} base prompts"
+    if r.get("unparseable"):
+        how += f"; {r['unparseable']} unparseable left out"
+    return s + f" ({k}/{r['n']}, {how})"

@@ -35,17 +35,11 @@ from saro.prompts.near_duplicates import (
     request_forms,
 )
 from saro.records import Prompt
+from saro.stage import RunDir, RunFiles
+from saro.stages import TRAINING_DATA
 
 log = logging.getLogger(__name__)
 
-RUN_TRAINING_FILES = (
-    "prompts/rw.jsonl",
-    "prompts/srpo.jsonl",
-    "synth_rw/rit_d.jsonl",
-    "synth_rw/safety_sft.jsonl",
-    "synth_srpo/pairs.jsonl",
-    "synth_srpo/safety_dpo.jsonl",
-)
 TEXT_KEYS = ("text", "instruction", "question", "query", "goal", "forbidden_prompt", "Behavior", "behavior")
 EXCERPT_CHARS = 160
 
@@ -90,10 +84,12 @@ def run_dir_of(model: str | Path) -> Path | None:
     return None
 
 
-def training_files(run_dir: str | Path) -> list[Path]:
-    """The training-data files a run has (prompt sets and the synthesised SFT / preference data)."""
-    root = Path(run_dir)
-    return [root / f for f in RUN_TRAINING_FILES if (root / f).is_file()]
+def training_files(run: RunFiles | str | Path) -> list[Path]:
+    """The training-data files a run has (``saro.stages.TRAINING_DATA``: the prompt sets and the synthesised SFT /
+    preference data), read through ``run``: the eval stage's context, or a run folder."""
+    files = RunDir(run) if isinstance(run, str | Path) else run
+    found = (files.find(*ref.split(".", 1)) for ref in TRAINING_DATA)
+    return [p for p in found if p is not None and p.is_file()]
 
 
 def _user_turns(messages: Any) -> list[str]:
@@ -169,7 +165,7 @@ def check_cross_source(report: dict[str, Any], prompts: list[Prompt]) -> None:
     rates would silently be reported as generalization to an unseen source.
 
     The prompts stage already takes prompts that near-duplicate the run's own training prompts out of the
-    cross-source rate (``saro.prompts.build``); what is left to find here is overlap with training data that stage
+    cross-source rate (``saro.prompts.prompts``); what is left to find here is overlap with training data that stage
     could not see (other runs, ``eval.contamination_files``), which ``eval.drop_contaminated`` settles.
     ``report`` is what ``contamination_report`` returned (``eval_ids``: the checked id of each eval prompt found,
     i.e. the first prompt of its suite with that request form, by ``base_id`` for wrapped prompts).
@@ -268,7 +264,7 @@ def _finding(e: EvalText, t: TrainText, m: Match) -> dict[str, Any]:
 
 def contamination_report(
     prompts: list[Prompt],
-    runs: list[str | Path],
+    runs: list[RunFiles | str | Path],
     files: list[str | Path],
     threshold: float | None = 0.95,
     max_examples: int = 20,
@@ -299,7 +295,7 @@ def contamination_report(
         return {"checked": False, "reason": "the training files hold no prompts", "files": counts}
     out = check_contamination(eval_texts(prompts), train, threshold, max_examples, ngram)
     out["files"] = counts
-    out["runs"] = [str(Path(r).resolve()) for r in runs]
+    out["runs"] = [str((Path(r) if isinstance(r, str | Path) else r.root).resolve()) for r in runs]
     if out["contaminated"]:
         near = f"{out['near']} near-duplicate (n-gram >= {ngram} or cosine >= {threshold})"
         log.warning(

@@ -33,12 +33,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from saro.judges.base import REFUSED, SAFE, UNPARSEABLE, UNSAFE
 from saro.reasoning import parse
 from saro.records import EvalRecord
 
 log = logging.getLogger(__name__)
 
-REFUSED, COMPLIED, UNSAFE, SAFE, UNPARSEABLE = "refused", "complied", "unsafe", "safe", "unparseable"
 JUDGE_FLAGS = "judge_flags"  # record meta (in memory): {judge: [flags of its verdict: truncated, unfinished]}
 CROSS, OVERLAP = "cross_source", "overlap"
 

@@ -37,13 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from saro.evaluate.measures import (
-    COMPLIED,
     GENERALIZATION_MEASURES,
     MEASURES,
-    REFUSED,
-    SAFE,
-    UNPARSEABLE,
-    UNSAFE,
     attack_name,
     is_correct,
     is_prefilled,
@@ -54,11 +49,11 @@ from saro.evaluate.measures import (
 )
 from saro.evaluate.paired import compare, newcombe_independent, paired_comparisons
 from saro.evaluate.quality import quality_metrics
+from saro.judges.base import COMPLIED, REFUSED, SAFE, UNPARSEABLE, UNSAFE
 from saro.records import EvalRecord
 from saro.stats import MIN_BOOT, IntervalMethod, mean_of, rate
 
 SUITE_TYPES = ("harmful", "jailbreak", "overrefusal", "capability", "mixed")
-METRICS_VERSION = 4  # metrics.json layout: 4 = one denominator per name, clustered tests, verdicts set apart
 JUDGE_SCORES = "judge_scores"  # record meta (in memory): {judge: the verdict's score}
 
 log = logging.getLogger(__name__)
@@ -75,7 +70,7 @@ class RateSpec:
 
 def cluster_of(record: EvalRecord) -> str:
     """The base prompt a record's prompt was made from (its own prompt when it was not wrapped)."""
-    return str(record.meta.get("base_id") or record.prompt_id)
+    return record.base_id or record.prompt_id
 
 
 def rate_of(

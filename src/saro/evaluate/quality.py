@@ -87,7 +87,7 @@ def answer_decision(record: EvalRecord, judge: str) -> str | None:
 
 
 def _clusters(rs: Sequence[EvalRecord]) -> list[str]:
-    return [str(r.meta.get("base_id") or r.prompt_id) for r in rs]
+    return [r.base_id or r.prompt_id for r in rs]
 
 
 def quality_metrics(

@@ -25,8 +25,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast, get_args
 
 from saro.errors import SaroError
-from saro.evaluate.measures import COMPLIED, REFUSED, UNPARSEABLE, attack_success
+from saro.evaluate.measures import attack_success
 from saro.evaluate.metrics import RateSpec, rate_of
+from saro.judges.base import COMPLIED, REFUSED, UNPARSEABLE
 from saro.judges.refusal import classify_answer
 from saro.prompts.prefill import DRIFT, OVERCAUTIOUS, PREFILL, PREFILL_KIND, PREFILL_LENGTH, PREFILL_STYLE
 from saro.reasoning import THINK_CLOSE

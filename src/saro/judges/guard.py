@@ -22,7 +22,11 @@ from typing import Any
 
 from saro.errors import SaroError
 from saro.judges.base import (
+    COMPLIED,
+    REFUSED,
+    SAFE,
     UNPARSEABLE,
+    UNSAFE,
     Judge,
     JudgedText,
     JudgeInput,
@@ -33,8 +37,6 @@ from saro.judges.base import (
 
 log = logging.getLogger(__name__)
 
-SAFE = "safe"
-UNSAFE = "unsafe"
 RAW_LIMIT = 4000
 
 # The MLCommons hazard taxonomy as used by Llama Guard 3 (names only, as in its default prompt).
@@ -420,10 +422,6 @@ class WildGuardJudge(_GuardJudge):
 
     def parse(self, output: _Output) -> Verdict:
         return parse_wildguard(output.text)
-
-
-REFUSED = "refused"
-COMPLIED = "complied"
 
 
 def parse_wildguard_refusal(text: str) -> Verdict:

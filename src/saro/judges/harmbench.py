@@ -23,8 +23,8 @@ import logging
 from typing import Any
 
 from saro.errors import SaroError
-from saro.judges.base import UNPARSEABLE, JudgeInput, Verdict, register_judge
-from saro.judges.guard import SAFE, UNSAFE, _GuardJudge, _Output
+from saro.judges.base import SAFE, UNPARSEABLE, UNSAFE, JudgeInput, Verdict, register_judge
+from saro.judges.guard import _GuardJudge, _Output
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,9 @@ from typing import Any
 
 from saro.errors import SaroError
 from saro.judges.base import (
+    SAFE,
     UNPARSEABLE,
+    UNSAFE,
     Judge,
     JudgedText,
     JudgeInput,
@@ -41,8 +43,6 @@ from saro.reasoning import parse
 
 log = logging.getLogger(__name__)
 
-SAFE = "safe"
-UNSAFE = "unsafe"
 RAW_LIMIT = 4000
 
 HARM_SYSTEM = (

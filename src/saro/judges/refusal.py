@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from saro.errors import SaroError
-from saro.judges.base import UNPARSEABLE, Judge, JudgeInput, Verdict, register_judge
+from saro.judges.base import COMPLIED, REFUSED, UNPARSEABLE, Judge, JudgeInput, Verdict, register_judge
 from saro.judges.refusal_features import features, from_last_decision, normalize, structure
 from saro.judges.refusal_model import (
     CLASSES,
@@ -52,8 +52,6 @@ from saro.reasoning import parse
 
 log = logging.getLogger(__name__)
 
-REFUSED = "refused"
-COMPLIED = "complied"
 FULL_COMPLIANCE, FULL_REFUSAL, PARTIAL_REFUSAL = CLASSES
 REFUSAL_CLASSES = (FULL_COMPLIANCE, PARTIAL_REFUSAL, FULL_REFUSAL)
 HEADS = ("auto", MINILM, RULES)

@@ -20,6 +20,7 @@ import logging
 import re
 from typing import Literal
 
+from saro.judges.base import UNPARSEABLE, expected_label
 from saro.reasoning import Parsed
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,6 @@ def find_drift(parsed: Parsed, kind: str, verdict: str | None = None) -> int | N
     for i, step in enumerate(parsed.steps):
         if step_stance(step) == wrong:
             return i
-    want = "refused" if kind == "harmful" else "complied"
-    if verdict is not None and verdict not in (want, "unparseable"):
+    if verdict is not None and verdict not in (expected_label(kind), UNPARSEABLE):
         return len(parsed.steps)
     return None

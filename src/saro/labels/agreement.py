@@ -24,10 +24,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from saro.evaluate.schema import Metrics
 from saro.judges.base import cohen_kappa
 from saro.labels.items import Answer, labels_path, load_answers, stratum_key
 from saro.labels.store import FULL_COMPLIANCE, LABELS, REFUSAL_CLASSES, Label, check_labels, read_labels
 from saro.records import iter_jsonl
+from saro.stage import RunFiles
 from saro.stats import rate
 
 log = logging.getLogger(__name__)
@@ -50,11 +52,11 @@ def _binary(label: str) -> bool | None:
     return None
 
 
-def load_verdicts(run_dir: Path, judges: Sequence[str]) -> dict[str, dict[str, Verdict]]:
+def load_verdicts(files: RunFiles, judges: Sequence[str]) -> dict[str, dict[str, Verdict]]:
     """{judge: {record id: verdict}} of the run's judgements (read as plain rows: newer fields are welcome)."""
     out: dict[str, dict[str, Verdict]] = {j: {} for j in judges}
-    path = run_dir / "eval" / "judgements.jsonl"
-    if not path.is_file():
+    path = files.find("eval", "judgements")
+    if path is None:
         return out
     for _, row in iter_jsonl(path):
         j = row.get("judge")
@@ -134,17 +136,17 @@ def _strata(answers: Iterable[Answer]) -> dict[tuple[str, str], list[Answer]]:
     return dict(sorted(out.items(), key=lambda kv: stratum_key(kv[0])))
 
 
-def label_report(run_dir: str | Path, metrics: dict[str, Any]) -> dict[str, Any] | None:
-    """The ``labels`` section of report.json (None when the run has no label file)."""
+def label_report(run_dir: str | Path, files: RunFiles, metrics: Metrics) -> dict[str, Any] | None:
+    """The ``labels`` section of report.json (None when the run has no label file); the run's answers and
+    verdicts are read through ``files`` (the report stage's context, or the run folder)."""
     run_dir = Path(run_dir)
     path = labels_path(run_dir)
     if not path.is_file():
         return None
-    answers = load_answers(run_dir)
+    answers = load_answers(files)
     state = check_labels(read_labels(run_dir), answers)
-    measures = metrics.get("judge_measures") or {}
-    judges = [j for j in metrics.get("judges") or [] if measures.get(j) == "refusal"]
-    verdicts = load_verdicts(run_dir, judges)
+    judges = [j for j in metrics.judges if metrics.judge_measures.get(j) == "refusal"]
+    verdicts = load_verdicts(files, judges)
     strata = {s: rs for s, rs in _strata(answers).items() if any(a.id in state.valid for a in rs)}
     agreement = []
     for j in judges:

@@ -17,6 +17,7 @@ from saro.labels.store import LabelState, LabelWriter, check_labels, read_labels
 from saro.labels.terminal import label_in_terminal
 from saro.labels.testset import write_testset
 from saro.labels.transfer import export_row, export_sample, import_labels
+from saro.stage import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def label_run(run_dir: Path, opts: LabelOptions, out: Console, read: Callable[[]
     actions = [x for x in (opts.export, opts.import_file, opts.html or opts.html_default, opts.testset) if x]
     if len(actions) > 1:
         raise SaroError("saro label: give at most one of --export, --import, --html, --testset")
-    answers = load_answers(run_dir)
+    answers = load_answers(RunDir(run_dir))
     if not answers:
         raise SaroError(
             f"{run_dir}: the eval has no answers to label (capability and prefilled ones are not labelled)"
@@ -118,6 +119,6 @@ def _terminal(
 
 
 def _after(run_dir: Path, out: Console) -> None:
-    state = check_labels(read_labels(run_dir), load_answers(run_dir))
+    state = check_labels(read_labels(run_dir), load_answers(RunDir(run_dir)))
     out.print(Text(state_text(state)))
     out.print(f"the report shows the judge's agreement with these labels: saro report {run_dir}")

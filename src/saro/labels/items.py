@@ -24,7 +24,9 @@ from typing import Any
 
 from saro.errors import SaroError
 from saro.evaluate.measures import is_prefilled, is_wrapped
-from saro.records import EvalRecord, Prompt, read_json, read_jsonl, stable_id
+from saro.evaluate.schema import read_metrics
+from saro.records import EvalRecord, Prompt, read_jsonl, stable_id
+from saro.stage import RunFiles
 from saro.stages import LABELS_FILE
 
 log = logging.getLogger(__name__)
@@ -73,27 +75,20 @@ def group_of(record: EvalRecord) -> str:
     return record.kind
 
 
-def load_answers(run_dir: str | Path) -> list[Answer]:
-    """Every labellable answer of a run whose eval stage finished (a clear error when it did not)."""
-    from saro.evaluate.run import gen_path
-
-    run_dir = Path(run_dir)
-    metrics_path = run_dir / "eval" / "metrics.json"
-    if not metrics_path.is_file():
-        raise SaroError(f"{run_dir}: no finished eval stage ({metrics_path} is missing); run the eval first")
-    metrics = read_json(metrics_path)
-    models = metrics.get("models")
-    if not isinstance(models, dict) or not models:
+def load_answers(files: RunFiles) -> list[Answer]:
+    """Every labellable answer of a run whose eval stage finished (a clear error when it did not); ``files``: the
+    run folder (``saro.stage.RunDir``) or the report stage's context."""
+    metrics_path = files.find("eval", "metrics")
+    if metrics_path is None:
+        raise SaroError(f"{files}: no finished eval stage (eval/metrics.json is missing); run the eval first")
+    metrics = read_metrics(metrics_path)
+    if not metrics.models:
         raise SaroError(f"{metrics_path}: no models")
-    bases = _base_ids(run_dir)
+    bases = _base_ids(files)
     out: list[Answer] = []
-    for model, m in models.items():
-        types = (m or {}).get("suite_types") or {}
-        path = gen_path(run_dir / "eval", model)
-        if not path.is_file():
-            raise SaroError(f"{path}: missing; the eval stage of {run_dir} did not finish")
-        for r in read_jsonl(path, EvalRecord):
-            if types.get(r.suite) == "capability" or is_prefilled(r):
+    for model, m in metrics.models.items():
+        for r in read_jsonl(files.input("eval", "generations", model), EvalRecord):
+            if m.suite_types.get(r.suite) == "capability" or is_prefilled(r):
                 continue
             out.append(
                 Answer(
@@ -106,16 +101,17 @@ def load_answers(run_dir: str | Path) -> list[Answer]:
                     prompt=r.text,
                     completion=r.completion,
                     response_sha256=response_hash(r.completion),
-                    cluster=bases.get(r.prompt_id) or r.prompt_id,
+                    cluster=r.base_id or bases.get(r.prompt_id) or r.prompt_id,
                     finished=r.finished,
                 )
             )
     return out
 
 
-def _base_ids(run_dir: Path) -> dict[str, str]:
-    path = run_dir / "prompts" / "eval.jsonl"
-    if not path.is_file():
+def _base_ids(files: RunFiles) -> dict[str, str]:
+    """Base prompt ids of the eval prompts (records of an older saro do not carry theirs)."""
+    path = files.find("prompts", "eval")
+    if path is None:
         return {}
     return {p.id: p.base_id for p in read_jsonl(path, Prompt) if p.base_id}
 

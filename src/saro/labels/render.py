@@ -8,8 +8,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from saro.evaluate.tables import fmt_rate
 from saro.labels.store import LABELS
+from saro.stats import fmt_rate
 
 log = logging.getLogger(__name__)
 

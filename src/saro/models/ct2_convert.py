@@ -70,7 +70,7 @@ def source_files(folder: Path) -> list[Path]:
 def file_digest(path: Path) -> str:
     """SHA-256 of a file, remembered by (path, size, mtime, ctime, inode): any change to the file changes its
     ctime, so a remembered digest is only reused for the very same bytes."""
-    from saro.train.loading import file_sha256
+    from saro import fingerprint
 
     st = path.stat()
     stamp = [str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
@@ -81,7 +81,7 @@ def file_digest(path: Path) -> str:
             return str(saved["sha256"])
     except (OSError, ValueError, KeyError, AttributeError):
         pass
-    digest = file_sha256(path)
+    digest = fingerprint.file_digest(path)
     atomic_write_text(memo, json.dumps({"stamp": stamp, "sha256": digest}) + "\n")
     return digest
 

@@ -2,7 +2,7 @@
 
 A training template is the model's OFFICIAL template plus ``{% generation %}`` markers, so that a trained model and
 its base model see the same text: ``qwen2_5`` and ``llama3_1`` are TRL's ``qwen2_5_training.jinja`` and the
-Llama-3.1 template with markers (shipped in ``models/templates/``, golden-tested against ``trl/chat_templates``);
+Llama-3.1 template with markers (shipped in ``assets/templates/``, golden-tested against ``trl/chat_templates``);
 ``llama3`` (Llama-3.0) is TRL's ``llama3_training.jinja``; ``chatml`` (SmolLM2, with the model's own default
 system prompt) is written here and renders as the official one. ``chatml``/``llama3`` become
 ``qwen2_5``/``llama3_1`` when the tokenizer's own template is Qwen2.5's or Llama-3.1's. Llama-3.1's "Today Date" is the template's ``date_string`` variable; saro
@@ -92,11 +92,11 @@ END_OF_TURN = {
 
 
 def file_template(name: str) -> str:
-    """The text of a shipped training template (``models/templates/*_training.jinja``)."""
-    from importlib.resources import files
+    """The text of a shipped training template (``assets/templates/*_training.jinja``)."""
+    from saro.paths import package_asset
 
     fname = "llama3_training.jinja" if name == "llama3_0" else FILE_TEMPLATES[name]
-    return files("saro.models").joinpath("templates", fname).read_text(encoding="utf-8")
+    return package_asset("templates", fname).read_text(encoding="utf-8")
 
 
 def official_variant(tokenizer: Any, name: str) -> str:

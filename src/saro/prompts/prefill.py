@@ -34,7 +34,7 @@ PREFILL_KINDS = (DRIFT, OVERCAUTIOUS)
 SHORT, LONG = "short", "long"
 # categories that mean "no policy area" (``unclear``: a source label that maps to none of the policy's categories)
 NO_CATEGORY = frozenset({NONE, "unclear", ""})
-# prompt meta keys written here (read by evaluate/run.py and evaluate/recovery.py)
+# prompt meta keys written here (read by evaluate/eval.py and evaluate/recovery.py)
 PREFILL, PREFILL_KIND, PREFILL_STYLE, PREFILL_LENGTH = (
     "prefill",
     "prefill_kind",

@@ -33,7 +33,7 @@ def stage_backend(
     return make_backend(
         spec,
         model_path=ctx.resolve_model(spec.model) if local else None,
-        dtype=ctx.recipe.model.dtype,
+        dtype=ctx.model.dtype,
         cache_dir=ctx.run.root / ".cache" / "requests",
         validate=validate,
     )

@@ -1,6 +1,6 @@
 """SRPO pair construction: OP-COT, PP-COT and early-vs-late pairs, mixing, hygiene and the length check.
 
-Pure functions on texts and pairs; the ``synth_srpo`` stage (``synth.srpo``) decides what goes in.
+Pure functions on texts and pairs; the ``synth_srpo`` stage (``synth.synth_srpo``) decides what goes in.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from saro.judges.base import Judge
+from saro.judges.base import Judge, expected_label
 from saro.judges.step import find_drift
 from saro.models.generate import Generator, SamplingParams
 from saro.policy import Policy
@@ -179,7 +179,7 @@ class ModelSRPOTeacher:
     # ---- validation
 
     def _right(self, p: Prompt, text: str) -> str | None:
-        want = "refused" if p.kind == "harmful" else "complied"
+        want = expected_label(p.kind)
         got = self.judge.judge([judge_input(p, text)])[0].label
         return None if got == want else f"behaviour: judged {got}, want {want}"
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -11,9 +10,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from saro.fingerprint import file_digest, unit_hash
 from saro.records import atomic_write_json
 from saro.train.dist import barrier, is_main
-from saro.train.loading import file_sha256, model_fingerprint
+from saro.train.start import model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +79,15 @@ _NOT_IN_FINGERPRINT = {
 def run_fingerprint(
     stage: str, cfg: Any, data_files: Iterable[Path | None], extra: dict[str, Any] | None = None
 ) -> str:
-    """Hash of what determines the trained weights: the training settings, the data and the start model."""
+    """The unit hash (``saro.fingerprint.unit_hash``) of one training run's checkpoints: what determines the
+    trained weights, i.e. the training settings, the data and the start model (plus ``extra`` inputs)."""
     settings = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_FINGERPRINT}
-    payload = {
-        "stage": stage,
-        "settings": settings,
-        "data": [file_sha256(Path(p)) if p else None for p in data_files],
+    inputs = {
+        "data": [file_digest(p) if p else None for p in data_files],
         "model": model_fingerprint(cfg.model),
         **(extra or {}),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return unit_hash(f"{stage} checkpoints", settings, inputs)
 
 
 def complete_checkpoints(output_dir: Path) -> list[Path]:

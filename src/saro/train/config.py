@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 from saro.errors import SaroError
 
+# saro's defaults for TRL fields, applied under the recipe section by build_*_config; defined with the training
+# sections, where the stage hash reads them without TRL
+from saro.recipe import DPO_DEFAULTS, SFT_DEFAULTS
+
 log = logging.getLogger(__name__)
 
 
@@ -215,28 +219,6 @@ class SaroDPOConfig(_SaroFields, DPOConfig):
         """Whether training leaves the shared completion prefix out of the 'sft' term (it is in the loss)."""
         return self.sft_shared_prefix == "mask" and "sft" in self.loss_type
 
-
-# Defaults that are ours but belong to TRL fields; applied under the recipe section by build_*_config.
-_COMMON_DEFAULTS: dict[str, Any] = {
-    "logging_steps": 5,
-    "save_strategy": "steps",
-    "save_steps": 50,
-    "save_total_limit": 2,
-    "report_to": "none",
-    "max_length": 2048,
-    "lr_scheduler_type": "cosine",
-    "warmup_steps": 0,
-    "seed": 0,
-}
-SFT_DEFAULTS: dict[str, Any] = {
-    **_COMMON_DEFAULTS,
-    "packing": False,
-}  # packing is wrong on CPU (cross-attention)
-DPO_DEFAULTS: dict[str, Any] = {
-    **_COMMON_DEFAULTS,
-    "precompute_ref_log_probs": True,
-    "beta": 0.1,
-}
 
 # Set by the stage itself, never by the user's recipe.
 RESERVED = (

@@ -14,7 +14,6 @@ adds an ``sft_mask`` that leaves out the token-level common prefix of the chosen
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -27,8 +26,9 @@ from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from saro.errors import SaroError
+from saro.fingerprint import file_digest, unit_hash
 from saro.records import CHOSEN, PROMPT, REJECTED, atomic_write_text
-from saro.train import checkpoints, dist, loading, metrics, save
+from saro.train import checkpoints, dist, results, save, start
 from saro.train.audit import audit_dpo, common_prefix
 from saro.train.callbacks import stage_callbacks
 from saro.train.config import UNPAIRED_LOSS_TYPES, SaroDPOConfig
@@ -186,9 +186,9 @@ def train_dpo(
     assert cfg.output_dir is not None  # TrainingArguments.__post_init__ defaults it
     out = Path(cfg.output_dir)
     cols = ["id", PROMPT, CHOSEN, REJECTED]
-    tok, template, eot = loading.load_training_tokenizer(cfg)
-    train_ds = loading.load_jsonl_dataset(Path(train_file), cols, "train_dpo")
-    eval_ds = loading.load_jsonl_dataset(Path(eval_file), cols, "train_dpo") if eval_file else None
+    tok, template, eot = start.load_training_tokenizer(cfg)
+    train_ds = start.load_jsonl_dataset(Path(train_file), cols, "train_dpo")
+    eval_ds = start.load_jsonl_dataset(Path(eval_file), cols, "train_dpo") if eval_file else None
     ids = list(train_ds["id"])
     if len(set(ids)) != len(ids):
         raise SaroError(f"train_dpo: {train_file} has duplicate pair ids")
@@ -198,7 +198,7 @@ def train_dpo(
         "dpo",
         cfg,
         [train_file, eval_file],
-        {"template": tok.chat_template, "ref": loading.model_fingerprint(ref_source)},
+        {"template": tok.chat_template, "ref": start.model_fingerprint(ref_source)},
     )
     done, resume = checkpoints.prepare_run_dir(out, fingerprint, "dpo")
     if done:
@@ -220,7 +220,7 @@ def train_dpo(
         if resume:
             log.info("train_dpo: resuming from %s", resume.name)
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        summary, history = metrics.train_summary(trainer, result, "dpo", resume), trainer.state.log_history
+        summary, history = results.train_summary(trainer, result, "dpo", resume), trainer.state.log_history
 
     last = _last_with(history, "rewards/margins")
     summary.update(
@@ -243,7 +243,7 @@ def train_dpo(
             "train_file": str(train_file),
         }
     )
-    metrics.write_metrics(out, summary, history)
+    results.write_metrics(out, summary, history)
     info = {"stage": "dpo", "fingerprint": fingerprint, **summary}
     save.save_final(trainer, cfg, tok, eot, info, source=source)
     log.info(
@@ -286,14 +286,14 @@ def _trainer(
                 )
             cached = True
 
-    model = loading.load_training_model(cfg)
+    model = start.load_training_model(cfg)
     ref_model = None
-    same_ref = cfg.ref_model is None or loading.model_fingerprint(cfg.ref_model) == loading.model_fingerprint(
+    same_ref = cfg.ref_model is None or start.model_fingerprint(cfg.ref_model) == start.model_fingerprint(
         cfg.model
     )
     if not cached and (not same_ref or (not cfg.use_lora and not cfg.precompute_ref_log_probs)):
         # An explicit copy: TRL would otherwise re-load the reference from config._name_or_path.
-        ref_model = loading.load_training_model(cfg, ref_source)
+        ref_model = start.load_training_model(cfg, ref_source)
     if not same_ref and cfg.use_lora:
         log.info(
             "train_dpo: LoRA with a separate reference model %s (adapters stay on the policy only)",
@@ -306,7 +306,7 @@ def _trainer(
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tok,
-        peft_config=loading.lora_config(cfg),
+        peft_config=start.lora_config(cfg),
         callbacks=stage_callbacks(cfg, tok, callbacks),
         ref_store=(out, ref_key),
     )
@@ -332,7 +332,7 @@ def _audit(
     _warn_unpaired(cfg, audit)
     dropped = set(audit.pop("_dropped_all"))
     audit["template"] = template
-    metrics.enforce_audit("train_dpo", audit, Path(cfg.output_dir), cfg.audit)
+    results.enforce_audit("train_dpo", audit, Path(cfg.output_dir), cfg.audit)
     return audit, dropped
 
 
@@ -374,19 +374,19 @@ def _last_with(history: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 
 def _ref_key(cfg: SaroDPOConfig, train_file: Path, template: str | None, ref_source: str) -> str:
-    """What the reference log-probs depend on: data, reference weights, tokenisation, truncation, ld_alpha."""
-    payload = {
-        "data": loading.file_sha256(Path(train_file)),
-        "ref": loading.model_fingerprint(ref_source),
+    """The unit hash of the reference log-probs: the data, the reference weights, tokenisation, truncation, ld_alpha
+    and the precision they are computed in."""
+    settings = {
         "lora_base": cfg.use_lora and cfg.ref_model is None,
         "template": template,
         "max_length": cfg.max_length,
         "truncation_mode": cfg.truncation_mode,
         "ld_alpha": cfg.ld_alpha,
-        "dtype": str(loading.training_dtype(cfg)),
+        "dtype": str(start.training_dtype(cfg)),
         "bf16": cfg.bf16,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    inputs = {"data": file_digest(train_file), "ref": start.model_fingerprint(ref_source)}
+    return unit_hash("reference log-probs", settings, inputs)
 
 
 def _write_ref_logps(

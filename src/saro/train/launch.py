@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from saro import stages as table
 from saro.errors import SaroError
 from saro.records import atomic_write_json
 
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STAGES = ("sft", "dpo")
+# the trainers a launched process runs (``python -m saro.train sft|dpo SPEC``), by the training stages' commands
+TRAINERS: dict[str, str] = {table.get(s).command[-1]: s for s in table.DISTRIBUTED_STAGES}
 # set in every process that ``saro run`` launches: it trains, it never launches again
 LAUNCHED_ENV = "SARO_LAUNCHED"
 CONFIG_DIR = Path("configs") / "accelerate"
@@ -57,8 +59,8 @@ def launch_command(
 ) -> list[str]:
     """The argv that runs ``stage`` under ``accelerate launch`` (for CPU the flags that really start N gloo processes:
     ``--cpu`` alone would run one)."""
-    if stage not in STAGES:
-        raise SaroError(f"unknown training stage '{stage}' (sft, dpo)")
+    if stage not in TRAINERS:
+        raise SaroError(f"unknown training stage '{stage}' ({', '.join(TRAINERS)})")
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if accelerate_config:
         cmd += ["--config_file", str(accelerate_config)]
@@ -120,10 +122,12 @@ def recipe_launch_command(
     """The argv that runs pipeline stage ``stage`` (train_sft / train_dpo) of the recipe at ``recipe_path`` under
     ``accelerate launch``: ``... -m saro train sft RECIPE --set ...`` with the same overrides, so every rank loads
     the identical recipe."""
-    short = stage.removeprefix("train_")
-    if short not in STAGES:
-        raise SaroError(f"stage '{stage}' does not run under accelerate launch (train_sft, train_dpo)")
-    cmd = [*accelerate_args(launch, Path(recipe_path).parent), "-m", "saro", "train", short, str(recipe_path)]
+    if stage not in table.DISTRIBUTED_STAGES:
+        raise SaroError(
+            f"stage '{stage}' does not run under accelerate launch ({', '.join(table.DISTRIBUTED_STAGES)})"
+        )
+    command = table.get(stage).command
+    cmd = [*accelerate_args(launch, Path(recipe_path).parent), "-m", "saro", *command, str(recipe_path)]
     for ov in overrides:
         cmd += ["--set", ov]
     return [*cmd, "--overwrite"] if overwrite else cmd
@@ -181,13 +185,13 @@ def run_spec(stage: str, spec_path: Path) -> dict[str, Any]:
             eval_file,
             method=spec.get("method"),
         )
-    raise SaroError(f"unknown training stage '{stage}' (sft, dpo)")
+    raise SaroError(f"unknown training stage '{stage}' ({', '.join(TRAINERS)})")
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m saro.train {sft,dpo} SPEC.json``: exit 0 on success, 2 on a user error (one line)."""
     parser = argparse.ArgumentParser(prog="python -m saro.train", description="Run one saro training stage.")
-    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("stage", choices=list(TRAINERS))
     parser.add_argument("spec", type=Path)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)

@@ -13,26 +13,29 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from saro import stages as table
 from saro.errors import SaroError
+from saro.stage import RunDir
 from saro.train.card import CARD
 
 log = logging.getLogger(__name__)
 
-STAGES = {"sft": "train_sft", "dpo": "train_dpo"}
+# --model sft / dpo: the training stages, by their commands (saro train sft)
+STAGES: dict[str, str] = {table.get(s).command[-1]: s for s in table.MODEL_STAGES}
 
 
 def find_final(run: Path, model: str | None) -> Path:
     """The ``final/`` folder of ``model`` in run folder ``run``: ``sft``, ``dpo`` or a variant name; by default the
-    SRPO model when trained, else the RW model."""
-    run = Path(run)
-    if not run.is_dir():
+    model of the last training stage that trained one (SRPO, else RW)."""
+    if not Path(run).is_dir():
         raise SaroError(f"{run}: run folder not found")
+    rd = RunDir(run)
     if model in STAGES:
-        candidates = [run / STAGES[model] / "final"]
+        candidates = [rd.file(STAGES[model], "model")]
     elif model:
-        candidates = [run / stage / model / "final" for stage in STAGES.values()]
+        candidates = [rd.file(stage, "variant", model) for stage in STAGES.values()]
     else:
-        candidates = [run / "train_dpo" / "final", run / "train_sft" / "final"]
+        candidates = [rd.file(stage, "model") for stage in reversed(STAGES.values())]
     found = [c for c in candidates if (c / "config.json").is_file() or (c / "adapter_config.json").is_file()]
     if not found:
         raise SaroError(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from saro.records import atomic_write_json
-from saro.train import loading
+from saro.train import start
 from saro.train.callbacks import as_list
 from saro.train.card import write_training_card
 from saro.train.checkpoints import ADAPTER, FINAL, STAGE_FILE
@@ -73,7 +73,7 @@ def _merge_adapter(cfg: Any, adapter_dir: Path, dest: Path) -> None:
     """Base (start model, on CPU) + adapter, merged and saved as a plain model."""
     from peft import PeftModel
 
-    base = loading.load_training_model(cfg)
+    base = start.load_training_model(cfg)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(dest)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from saro.records import MESSAGES
-from saro.train import checkpoints, loading, metrics, save
+from saro.train import checkpoints, results, save, start
 from saro.train.audit import audit_sft
 from saro.train.callbacks import stage_callbacks
 from saro.train.config import SaroSFTConfig
@@ -36,9 +36,9 @@ def train_sft(
 
     assert cfg.output_dir is not None  # TrainingArguments.__post_init__ defaults it
     out = Path(cfg.output_dir)
-    tok, template, eot = loading.load_training_tokenizer(cfg)
-    train_ds = loading.load_jsonl_dataset(Path(train_file), [MESSAGES], "train_sft")
-    eval_ds = loading.load_jsonl_dataset(Path(eval_file), [MESSAGES], "train_sft") if eval_file else None
+    tok, template, eot = start.load_training_tokenizer(cfg)
+    train_ds = start.load_jsonl_dataset(Path(train_file), [MESSAGES], "train_sft")
+    eval_ds = start.load_jsonl_dataset(Path(eval_file), [MESSAGES], "train_sft") if eval_file else None
 
     fingerprint = checkpoints.run_fingerprint(
         "sft", cfg, [train_file, eval_file], {"template": tok.chat_template}
@@ -50,7 +50,7 @@ def train_sft(
 
     audit = audit_sft(tok, list(train_ds[MESSAGES]), eot, cfg)
     audit["template"] = template
-    metrics.enforce_audit("train_sft", audit, out, cfg.audit)
+    results.enforce_audit("train_sft", audit, out, cfg.audit)
 
     trainer, source = None, None
     if checkpoints.finished_checkpoint(resume):
@@ -60,18 +60,18 @@ def train_sft(
         source = resume
     else:
         trainer = SFTTrainer(
-            model=loading.load_training_model(cfg),
+            model=start.load_training_model(cfg),
             args=cfg,
             train_dataset=train_ds,
             eval_dataset=eval_ds,
             processing_class=tok,
-            peft_config=loading.lora_config(cfg),
+            peft_config=start.lora_config(cfg),
             callbacks=stage_callbacks(cfg, tok, callbacks),
         )
         if resume:
             log.info("train_sft: resuming from %s", resume.name)
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        summary, history = metrics.train_summary(trainer, result, "sft", resume), trainer.state.log_history
+        summary, history = results.train_summary(trainer, result, "sft", resume), trainer.state.log_history
 
     summary["examples"] = len(train_ds)
     summary["template"] = template
@@ -79,7 +79,7 @@ def train_sft(
     summary["final_dir"] = str(out / checkpoints.FINAL)
     summary["method"] = method or "RW"  # named in the model card
     summary["train_file"] = str(train_file)
-    metrics.write_metrics(out, summary, history)
+    results.write_metrics(out, summary, history)
     info = {"stage": "sft", "fingerprint": fingerprint, **summary}
     final = save.save_final(trainer, cfg, tok, eot, info, source=source)
     log.info(

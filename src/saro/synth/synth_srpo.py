@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from saro.judges.base import COMPLIED, expected_label
 from saro.judges.step import find_drift, step_stance
 from saro.models.generate import SamplingParams
 from saro.prompts.attacks import judge_input
@@ -74,7 +75,7 @@ Judged = dict[str, list[tuple[Trajectory, str]]]  # prompt id -> (sample, outcom
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg: SynthSRPOConfig = ctx.config
     ctx.set_threads()
-    prompts = read_jsonl(ctx.require("prompts", "srpo.jsonl"), Prompt)
+    prompts = ctx.records("prompts", "srpo", Prompt)
     _sample_policy(ctx, cfg, prompts)
     drift_answers = _drift_answers(ctx, cfg, prompts)
     return build_pairs(ctx, cfg, prompts, drift_answers)
@@ -141,7 +142,7 @@ def usable_drift_answers(
         elif not answers[aid].complete:
             outcome = "truncated"
         else:
-            outcome = "usable" if label[aid] == "complied" else label[aid]
+            outcome = "usable" if label[aid] == COMPLIED else label[aid]
         counts[p.kind][outcome] += 1
         if outcome == "usable":
             usable[p.id] = answers[aid].text
@@ -158,14 +159,14 @@ def judge_samples(cfg: SynthSRPOConfig, prompts: list[Prompt], samples: list[Tra
     by_prompt: Judged = defaultdict(list)
     for s, v in zip(samples, verdicts, strict=True):
         p, label = pmap[s.prompt_id], v.label
-        if cfg.judge_reasoning and label == _want(p) and find_drift(parse(s.text), p.kind) is not None:
+        if (
+            cfg.judge_reasoning
+            and label == expected_label(p.kind)
+            and find_drift(parse(s.text), p.kind) is not None
+        ):
             label = "reasoning_drift"
         by_prompt[s.prompt_id].append((s, label))
     return {pid: sorted(ss, key=lambda x: x[0].sample) for pid, ss in by_prompt.items()}
-
-
-def _want(p: Prompt) -> str:
-    return "refused" if p.kind == "harmful" else "complied"
 
 
 def make_teacher(ctx: StageContext, cfg: SynthSRPOConfig) -> SRPOTeacher:
@@ -244,7 +245,7 @@ def prompt_pairs(
 ) -> None:
     """All pairs of one prompt into ``out`` (the order of the random draws is part of the output). ``drift_ans`` is
     the drift model's answer when it is usable (complete and compliant), else empty."""
-    want = _want(p)
+    want = expected_label(p.kind)
     right = [(s, v) for s, v in ss if v == want and s.status == "ok"]
     wrong = [(s, v) for s, v in ss if v not in (want, "unparseable") and s.status == "ok"]
     for s, v in ss:
@@ -407,9 +408,9 @@ def write_pairs(
     max_len = cfg.max_length or _dpo_max_length(ctx)
     pairs, length_stats = length_check(pairs, tok, max_len)
     baseline, _ = hygiene(got.baseline)
-    write_jsonl_atomic(ctx.dir / "pairs.jsonl", pairs)
+    write_jsonl_atomic(ctx.output("pairs"), pairs)
     if cfg.safety_dpo:
-        write_jsonl_atomic(ctx.dir / "safety_dpo.jsonl", baseline)
+        write_jsonl_atomic(ctx.output("safety_dpo"), baseline)
     stats = {
         "prompts": n_prompts,
         "samples": n_samples,
@@ -428,7 +429,7 @@ def write_pairs(
     if isinstance(teacher, ModelSRPOTeacher):
         stats["teacher"] = {"name": teacher.name, "step_judge": cfg.step_judge, "requests": teacher.summary()}
         _warn_failed(teacher)
-    atomic_write_json(ctx.dir / "stats.json", stats)
+    atomic_write_json(ctx.output("stats"), stats)
     log.info("SRPO pairs: %s (dropped %s)", stats["by_type"], dict(got.dropped) or "none")
     return {"pairs": len(pairs), "by_type": stats["by_type"], "safety_dpo_pairs": len(baseline)}
 
@@ -450,4 +451,4 @@ def _tokenizer(ctx: StageContext) -> Any:
 
 
 def _dpo_max_length(ctx: StageContext) -> int:
-    return int(ctx.setting("train_dpo.max_length"))  # declared; resolved with train_dpo's default
+    return ctx.setting("train_dpo.max_length", int)  # declared; resolved with train_dpo's default

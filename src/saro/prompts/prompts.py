@@ -34,10 +34,10 @@ from saro.prompts.near_duplicates import (
 )
 from saro.prompts.phrasing import apply_phrasing, phrasing_table, warn_phrasing
 from saro.prompts.sources import RawPrompt, load_source, normalize
-from saro.prompts.suites import suite_of
-from saro.recipe import PromptEntry, PromptsConfig
+from saro.recipe import BackendSpec, PromptEntry, PromptsConfig
 from saro.records import Prompt, atomic_write_json, write_jsonl_atomic
 from saro.stage import StageContext
+from saro.suites import suite_of
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,13 @@ USES = ("eval", "rw", "srpo")  # allocation order
 POOL_EMBED_LIMIT = 20_000
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
-    cfg: PromptsConfig = ctx.config
+def run(ctx: StageContext[PromptsConfig]) -> dict[str, Any]:
+    cfg = ctx.config
     out = build_prompts(cfg, ctx.policy, ctx.seed, rewriter=_rewriter(ctx))
     stats = out.pop("_stats")
     for use, prompts in out.items():
-        write_jsonl_atomic(ctx.dir / f"{use}.jsonl", prompts)
-    atomic_write_json(ctx.dir / "stats.json", stats)
+        write_jsonl_atomic(ctx.output(use), prompts)
+    atomic_write_json(ctx.output("stats"), stats)
     return {
         "counts": {u: len(p) for u, p in out.items()},
         "dropped": stats["dropped"],
@@ -62,9 +62,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     }
 
 
-def _rewriter(ctx: StageContext):
+def _rewriter(ctx: StageContext[PromptsConfig]):
     """LLM-assisted attacks rewrite through the RW teacher when one is configured (not the offline teacher)."""
-    t = ctx.recipe.synth_rw.teacher if ctx.recipe.synth_rw else None  # declared: synth_rw.teacher
+    t = ctx.setting_or_none("synth_rw.teacher", BackendSpec)
     if t is None or t.backend == "offline":
         return None
     from saro.synth.answers import make_rewriter

@@ -1,12 +1,15 @@
-"""The ``report`` stage: ``report.json`` (stable, versioned schema), ``report.md``, ``report.html`` (self-contained,
-plots embedded) and the summary table.
+"""The ``report`` stage: ``report/report.json`` (stable, versioned schema: ``saro.evaluate.schema.Report``),
+``report/report.md``, ``report/report.html`` (self-contained, plots embedded) and the summary table. The run folder's
+``report.json`` / ``report.md`` / ``report.html`` are links to them (copies where links cannot be made), so the
+paths printed and documented before the report had its own folder still open the report.
 
 Examples of completions are redacted by default: a harmful prompt's text and completion are only shown with
 ``report.show_unsafe: true`` (or ``saro report --show-unsafe``); benign examples are shown as excerpts.
 
-Numbers come from ``eval/metrics.json`` (a metrics file of an older saro is refused with a clear message); the
-tables and sentences of report.md and report.html are built once by ``tables.py`` and rendered by ``markdown.py``
-and ``html.py``.
+Numbers come from ``eval/metrics.json`` (``saro.evaluate.schema.Metrics``; a metrics file of another saro is
+refused with a clear message), read like every other stage's output through the stage's context; the tables and
+sentences of report.md and report.html are built once by ``tables.py`` and rendered by ``markdown.py`` and
+``html.py``.
 
 ``report.json`` schema (version 5; ``REPORT_KEYS`` pins the top-level keys, ``SUMMARY_KEYS`` the per-model
 headline keys; keys are only ever added, and adding one bumps ``schema_version``)::
@@ -14,7 +17,8 @@ headline keys; keys are only ever added, and adding one bumps ``schema_version``
     schema_version  int
     title           str
     generated       ISO timestamp
-    run             {recipe, run_dir, git_commit, versions, seed, stage_seconds}
+    run             {recipe, run_dir, git_commit, versions, seed, stage_seconds (the report's own: its time until
+                     the report was built)}
     primary_judge   str: the judge behind every headline number
     primary_judge_measures  str: what it measures, in words (refusal judge: refusal, not harm)
     judges          [str]
@@ -70,59 +74,35 @@ its denominator (unparseable verdicts left out), suites the suites its prompts c
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from saro.analysis.contamination import redact
 from saro.errors import SaroError
-from saro.evaluate.html import render_html
-from saro.evaluate.markdown import render_markdown
 from saro.evaluate.measures import MEASURES, PRIMARY_MEASURES
-from saro.evaluate.metrics import METRICS_VERSION
 from saro.evaluate.paired import oriented
-from saro.evaluate.tables import SUMMARY_HEADER, fmt_rate, judge_measures_text, summary_rows
+from saro.evaluate.schema import read_metrics
 from saro.labels.agreement import label_report
 from saro.reasoning import parse
-from saro.records import EvalRecord, atomic_write_json, atomic_write_text, read_json, read_jsonl
-from saro.stage import StageContext
+from saro.recipe import ReportConfig
+from saro.records import EvalRecord, Judgement, Prompt, atomic_write_text, read_json, read_jsonl
+from saro.report.html import render_html
+from saro.report.markdown import render_markdown
+from saro.report.schema import REPORT_VERSION, Report, write_report_json
+from saro.report.tables import judge_measures_text
+from saro.stage import RunDir, RunFiles, StageContext
+from saro.stages import ANALYSIS_DIR
+from saro.stats import fmt_rate
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SUMMARY_HEADER", "build_report", "fmt_rate", "summary_rows", "write_report"]
-
-SCHEMA_VERSION = (
-    5  # 5: primary measures, comparisons, clustered tests and MDD, verdicts, suites per rate; labels
-)
-REPORT_KEYS = (
-    "schema_version",
-    "title",
-    "generated",
-    "run",
-    "primary_judge",
-    "primary_judge_measures",
-    "judges",
-    "judge_measures",
-    "judge_info",
-    "agreement",
-    "interval",
-    "paired",
-    "comparisons",
-    "primary_measures",
-    "models",
-    "backends",
-    "templates",
-    "suites",
-    "summary",
-    "metrics",
-    "contamination",
-    "examples",
-    "analysis",
-    "data",
-    "definitions",
-    "redacted",
-    "labels",
-)
+SCHEMA_VERSION = REPORT_VERSION
+REPORT_KEYS = tuple(Report.model_fields)
 RATE_KEYS = (
     "asr_harmful",
     "asr_jailbreak",
@@ -225,22 +205,25 @@ METHOD_KINDS = ("none", "trained", "prompting", "inference_time")
 REDACTED = "[redacted: completion to a harmful prompt; rerun the report with --show-unsafe to see it]"
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def run(ctx: StageContext[ReportConfig]) -> dict[str, Any]:
+    t0 = time.monotonic()
     cfg = ctx.config
     report = build_report(
-        ctx.run.root,
+        ctx.run,
+        ctx,
         show_unsafe=cfg.show_unsafe,
         examples=cfg.examples,
-        title=cfg.title or ctx.recipe.name,
+        title=cfg.title or ctx.recipe_name,
         analysis=cfg.analysis,
         comparisons=cfg.comparisons,
+        started=t0,
     )
-    paths = write_report(ctx.run.root, report, cfg.formats)
+    paths = write_report(ctx.run, report, cfg.formats)
     update_model_cards(ctx, report)
     return {"paths": {k: str(v) for k, v in paths.items()}, "summary": _brief(report)}
 
 
-def update_model_cards(ctx: StageContext, report: dict[str, Any]) -> None:
+def update_model_cards(ctx: StageContext[ReportConfig], report: dict[str, Any]) -> None:
     """Write each evaluated saro-trained model's headline rates (with intervals and n) into its model card."""
     from saro.train.card import CARD, update_eval_results
 
@@ -281,72 +264,76 @@ def headline(model_metrics: dict[str, Any], method: dict[str, Any]) -> dict[str,
 
 
 def build_report(
-    run_dir: Path,
+    run: RunDir,
+    files: RunFiles | None = None,
     show_unsafe: bool = False,
     examples: int = 3,
     title: str | None = None,
     analysis: bool = True,
     comparisons: list[tuple[str, str]] | None = None,
+    started: float | None = None,
 ) -> dict[str, Any]:
-    """The report dictionary (schema above) from a run's ``eval/metrics.json``, generations and manifest;
-    ``comparisons`` (model pairs) picks and orders the paired comparisons shown (default: every pair)."""
-    run_dir = Path(run_dir)
-    metrics = read_json(run_dir / "eval" / "metrics.json")
-    if metrics.get("metrics_version", 0) < METRICS_VERSION:
-        raise SaroError(
-            f"{run_dir / 'eval' / 'metrics.json'} was written by an older saro: run the eval stage again "
-            "(saro eval RECIPE --overwrite)"
-        )
-    manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").exists() else {}
-    contamination = metrics.get("contamination") or {"checked": False, "reason": "not run"}
-    methods = _methods(metrics, run_dir)
-    pairs = comparison_pairs(list(metrics["models"]), comparisons)
-    paired = select_comparisons(metrics["paired"], pairs, comparisons is not None)
+    """The report dictionary (schema above) of a run from its ``eval/metrics.json``, generations and manifest,
+    read through ``files`` (the report stage's context; the run folder itself by default); ``comparisons`` (model
+    pairs) picks and orders the paired comparisons shown (default: every pair); ``started``: when the report stage
+    started (``time.monotonic()``), for its own entry in ``run.stage_seconds``."""
+    files = files or run
+    metrics = read_metrics(files.input("eval", "metrics"))
+    manifest = run.manifest
+    contamination = metrics.contamination or {"checked": False, "reason": "not run"}
+    methods = {name: m.model_dump() for name, m in metrics.methods.items()}
+    pairs = comparison_pairs(list(metrics.models), comparisons)
+    paired = select_comparisons(metrics.paired, pairs, comparisons is not None)
     if show_unsafe and contamination.get("examples"):
-        contamination = _unredact_contamination(run_dir, contamination)
-    return {
+        contamination = _unredact_contamination(files, contamination)
+    seconds_of = {k: v.get("seconds") for k, v in manifest.get("stages", {}).items()}
+    models = {name: m.model_dump(exclude_unset=True) for name, m in metrics.models.items()}
+    report = {
         "schema_version": SCHEMA_VERSION,
-        "title": title or manifest.get("recipe") or run_dir.name,
+        "title": title or manifest.get("recipe") or run.root.name,
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run": {
             "recipe": manifest.get("recipe"),
-            "run_dir": str(run_dir),
+            "run_dir": str(run.root),
             "git_commit": manifest.get("git_commit"),
             "versions": manifest.get("versions"),
             "seed": manifest.get("seed"),
-            "stage_seconds": {k: v.get("seconds") for k, v in manifest.get("stages", {}).items()},
+            "stage_seconds": seconds_of,
         },
-        "primary_judge": metrics["primary_judge"],
+        "primary_judge": metrics.primary_judge,
         "primary_judge_measures": judge_measures_text(
-            {"primary_judge": metrics["primary_judge"], "judge_measures": metrics["judge_measures"]}
+            {"primary_judge": metrics.primary_judge, "judge_measures": metrics.judge_measures}
         ),
-        "judges": metrics["judges"],
-        "judge_measures": metrics["judge_measures"],
-        "judge_info": metrics.get("judge_info", {}),
-        "agreement": metrics.get("agreement"),
-        "interval": metrics["interval"],
+        "judges": metrics.judges,
+        "judge_measures": metrics.judge_measures,
+        "judge_info": metrics.judge_info,
+        "agreement": metrics.agreement,
+        "interval": metrics.interval,
         "paired": paired,
         "comparisons": [list(p) for p in comparisons] if comparisons is not None else None,
         "primary_measures": primary_measures(paired, pairs),
-        "models": metrics["sources"],
-        "backends": metrics.get("backends", {}),
-        "templates": metrics.get("templates", {}),
-        "suites": metrics.get("suites", {}),
+        "models": metrics.sources,
+        "backends": metrics.backends,
+        "templates": metrics.templates,
+        "suites": metrics.suites,
         "summary": {
-            name: headline(m, methods.get(name) or _method_of(metrics["sources"].get(name)))
-            for name, m in metrics["models"].items()
+            name: headline(m, methods.get(name) or _method_of(metrics.sources.get(name)))
+            for name, m in models.items()
         },
-        "metrics": metrics["models"],
+        "metrics": models,
         "contamination": contamination,
         "examples": collect_examples(
-            run_dir, list(metrics["models"]), metrics["primary_judge"], examples, show_unsafe
+            files, list(metrics.models), metrics.primary_judge, examples, show_unsafe
         ),
-        "analysis": collect_analysis(run_dir) if analysis else {"overlap": None, "plots": []},
-        "data": _data_stats(run_dir),
+        "analysis": collect_analysis(run.root) if analysis else {"overlap": None, "plots": []},
+        "data": _data_stats(files),
         "definitions": DEFINITIONS,
         "redacted": not show_unsafe,
-        "labels": label_report(run_dir, metrics),
+        "labels": label_report(run.root, files, metrics),
     }
+    if started is not None:  # the report's own time, until its numbers were all collected
+        seconds_of["report"] = round(time.monotonic() - started, 1)
+    return report
 
 
 def comparison_pairs(models: list[str], comparisons: list[tuple[str, str]] | None) -> list[tuple[str, str]]:
@@ -397,25 +384,11 @@ def _method_of(source: str | None) -> dict[str, str]:
     return {"method": "trained" if trained else "none", "name": "none"}
 
 
-def _methods(metrics: dict[str, Any], run_dir: Path) -> dict[str, dict[str, Any]]:
-    """``metrics.json`` "methods" ({model: {method, name}}); a malformed entry is an error naming the file."""
-    methods = metrics.get("methods") or {}
-    where = run_dir / "eval" / "metrics.json"
-    if not isinstance(methods, dict):
-        raise SaroError(f"{where}: 'methods' must be a mapping of model name to {{method, name}}")
-    for name, m in methods.items():
-        if not isinstance(m, dict) or m.get("method") not in METHOD_KINDS:
-            raise SaroError(
-                f"{where}: methods.{name} must be {{method: {' | '.join(METHOD_KINDS)}, name: str}}, got {m!r}"
-            )
-    return methods
-
-
-def _data_stats(run_dir: Path) -> dict[str, Any]:
+def _data_stats(files: RunFiles) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for stage in ("prompts", "synth_rw", "synth_srpo"):
-        p = run_dir / stage / "stats.json"
-        if p.exists():
+        p = files.find(stage, "stats")
+        if p is not None:
             out[stage] = read_json(p)
     return out
 
@@ -426,24 +399,21 @@ def _excerpt(text: str, limit: int) -> str:
 
 
 def collect_examples(
-    run_dir: Path, models: list[str], judge: str, per_suite: int, show_unsafe: bool
+    files: RunFiles, models: list[str], judge: str, per_suite: int, show_unsafe: bool
 ) -> dict[str, list[dict[str, Any]]]:
     """Up to ``per_suite`` examples per model and suite; harmful prompts and their completions are redacted
     unless ``show_unsafe``."""
-    from saro.evaluate.run import gen_path
-    from saro.records import Judgement
-
     out: dict[str, list[dict[str, Any]]] = {}
     if per_suite <= 0:
         return {m: [] for m in models}
     labels: dict[str, str] = {}
-    jpath = run_dir / "eval" / "judgements.jsonl"
-    if jpath.exists():
+    jpath = files.find("eval", "judgements")
+    if jpath is not None:
         labels = {j.record_id: j.label for j in read_jsonl(jpath, Judgement) if j.judge == judge}
     for m in models:
-        path = gen_path(run_dir / "eval", m)
+        path = files.find("eval", "generations", m)
         rows: list[dict[str, Any]] = []
-        if path.exists():
+        if path is not None:
             by_suite: dict[str, list[EvalRecord]] = {}
             for r in sorted(read_jsonl(path, EvalRecord), key=lambda r: r.id):
                 by_suite.setdefault(r.suite, []).append(r)
@@ -478,11 +448,9 @@ def _example(r: EvalRecord, label: str | None, show_unsafe: bool) -> dict[str, A
     }
 
 
-def _unredact_contamination(run_dir: Path, c: dict[str, Any]) -> dict[str, Any]:
-    from saro.records import Prompt
-
-    path = run_dir / "prompts" / "eval.jsonl"
-    if not path.exists():
+def _unredact_contamination(files: RunFiles, c: dict[str, Any]) -> dict[str, Any]:
+    path = files.find("prompts", "eval")
+    if path is None:
         return c
     texts: dict[str, str] = {}
     for p in read_jsonl(path, Prompt):
@@ -498,7 +466,7 @@ def _unredact_contamination(run_dir: Path, c: dict[str, Any]) -> dict[str, Any]:
 
 def collect_analysis(run_dir: Path) -> dict[str, Any]:
     """``analysis/overlap.json`` and the PNGs under ``analysis/`` when the run has them (absent: empty)."""
-    d = run_dir / "analysis"
+    d = run_dir / ANALYSIS_DIR
     overlap = None
     if (d / "overlap.json").is_file():
         try:
@@ -509,16 +477,37 @@ def collect_analysis(run_dir: Path) -> dict[str, Any]:
     return {"overlap": overlap, "plots": plots}
 
 
-def write_report(run_dir: Path, report: dict[str, Any], formats: list[str]) -> dict[str, Path]:
-    """Write the requested formats next to the run; returns their paths."""
+def write_report(run: RunDir, report: dict[str, Any], formats: Sequence[str]) -> dict[str, Path]:
+    """Write the requested formats into the run's ``report/`` folder, each linked from the run folder (the
+    report.md / report.html / report.json that runs of earlier versions had there); returns their paths."""
+    render = {
+        "json": None,
+        "md": lambda: render_markdown(report),
+        "html": lambda: render_html(report, run.root),
+    }
     paths: dict[str, Path] = {}
-    if "json" in formats:
-        paths["json"] = run_dir / "report.json"
-        atomic_write_json(paths["json"], report)
-    if "md" in formats:
-        paths["md"] = run_dir / "report.md"
-        atomic_write_text(paths["md"], render_markdown(report))
-    if "html" in formats:
-        paths["html"] = run_dir / "report.html"
-        atomic_write_text(paths["html"], render_html(report, run_dir))
+    for fmt in ("json", "md", "html"):
+        if fmt not in formats:
+            continue
+        path = run.file("report", fmt)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make = render[fmt]
+        if make is None:
+            write_report_json(path, report)
+        else:
+            atomic_write_text(path, make())
+        _link(run.root / path.name, path)
+        paths[fmt] = path
     return paths
+
+
+def _link(link: Path, target: Path) -> None:
+    """``link`` -> ``target`` as a relative symbolic link (a copy where the file system has none), replaced
+    atomically so a reader never finds it missing."""
+    tmp = link.with_name(f".{link.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.symlink(os.path.relpath(target, link.parent), tmp)
+    except OSError:
+        shutil.copyfile(target, tmp)
+    os.replace(tmp, link)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from saro.evaluate import tables as t
 from saro.labels.render import label_markdown
+from saro.report import tables as t
+from saro.stats import fmt_rate
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     if ov or report["analysis"].get("plots"):
         lines += ["## Embedding overlap", ""]
         lines += md_table(["measure", "value"], [[k, v] for k, v in t.flatten_scalars(ov or {})])
-        lines += [f"![{p}]({p})" for p in report["analysis"]["plots"]] + [""]
+        # plot paths are relative to the run folder; report.md is in its report/ folder
+        lines += [f"![{p}](../{p})" for p in report["analysis"]["plots"]] + [""]
     data = t.data_lines(report)
     if data:
         lines += ["## Data", "", *(f"- {x}" for x in data), ""]
@@ -121,18 +123,18 @@ def _suites(report: dict[str, Any]) -> list[str]:
         if attacks:
             lines += [
                 "",
-                "ASR by attack: " + ", ".join(f"{k} {t.fmt_rate(v)}" for k, v in sorted(attacks.items())),
+                "ASR by attack: " + ", ".join(f"{k} {fmt_rate(v)}" for k, v in sorted(attacks.items())),
             ]
         if h.get("asr_jailbreak_train") or h.get("asr_jailbreak_heldout"):
             lines.append(
-                f"ASR by attack split: train {t.fmt_rate(h.get('asr_jailbreak_train'))}, "
-                f"held-out {t.fmt_rate(h.get('asr_jailbreak_heldout'))}"
+                f"ASR by attack split: train {fmt_rate(h.get('asr_jailbreak_train'))}, "
+                f"held-out {fmt_rate(h.get('asr_jailbreak_heldout'))}"
             )
         for sname, s in m["suites"].items():
             if "by_xstest_type" in s:
                 lines.append(
                     f"{sname} refusal by type: "
-                    + ", ".join(f"{k} {t.fmt_rate(v)}" for k, v in s["by_xstest_type"].items())
+                    + ", ".join(f"{k} {fmt_rate(v)}" for k, v in s["by_xstest_type"].items())
                 )
         if h.get("lm_eval"):
             lines.append("lm-eval: " + t.lm_text(h["lm_eval"]))

@@ -12,40 +12,11 @@ from typing import Any
 
 from saro.evaluate.measures import GENERALIZATION_MEASURES, MEASURES
 from saro.evaluate.paired import fmt_mdd, fmt_p
-from saro.stats import method_label
+from saro.stats import fmt_rate
 
 log = logging.getLogger(__name__)
 
 Rows = list[list[str]]
-
-
-def _pct(x: float) -> str:
-    v = 100 * x
-    return f"{v:.1f}" if v not in (0.0, 100.0) else f"{v:.0f}"
-
-
-def fmt_rate(r: dict[str, Any] | None) -> str:
-    """``3.1% [0.6–15.7] (1/32, Wilson)``, or an en dash when there is nothing to show; ``n/a`` with a reason
-    kept apart (see ``na_reasons``)."""
-    if not r:
-        return "–"
-    if r.get("rate") is None:
-        return "n/a" if r.get("na") else "–"
-    s = f"{100 * r['rate']:.1f}%"
-    lo, hi = r.get("lo"), r.get("hi")
-    if lo is None and r.get("ci95"):
-        lo, hi = r["ci95"]
-    if lo is not None and hi is not None:
-        s += f" [{_pct(lo)}–{_pct(hi)}]"
-    k = r.get("k", r.get("count"))
-    if not r.get("method"):
-        return s + f" ({k}/{r['n']})"
-    how = method_label(r.get("method"))
-    if ("neff" in r["method"] or r["method"].startswith("cluster")) and r.get("clusters"):
-        how += f", {r['clusters']} base prompts"
-    if r.get("unparseable"):
-        how += f"; {r['unparseable']} unparseable left out"
-    return s + f" ({k}/{r['n']}, {how})"
 
 
 def fmt_diff(d: dict[str, Any] | None) -> str:
@@ -68,15 +39,19 @@ def _tok(h: dict[str, Any]) -> tuple[str, str]:
     return r, a
 
 
+# the summary's rates: (key in report.json's summary, label)
+SUMMARY_RATES = (
+    ("asr_harmful", "ASR plain harmful"),
+    ("asr_jailbreak", "ASR jailbreak"),
+    ("asr_jailbreak_heldout", "ASR held-out attacks"),
+    ("over_refusal", "over-refusal"),
+    ("accuracy", "accuracy"),
+    ("unfinished", "unfinished"),
+)
 SUMMARY_HEADER = [
     "model",
     "method",
-    "ASR plain harmful",
-    "ASR jailbreak",
-    "ASR held-out attacks",
-    "over-refusal",
-    "accuracy",
-    "unfinished",
+    *(label for _, label in SUMMARY_RATES),
     "verdicts unparseable / unfinished / truncated",
     "reasoning tok (mean / p95)",
     "answer tok (mean / p95)",
@@ -93,20 +68,32 @@ def verdicts_text(h: dict[str, Any]) -> str:
 
 
 def summary_rows(report: dict[str, Any]) -> Rows:
-    """The summary table, one row per model (the CLI prints it, report.md and report.html show it)."""
+    """The summary table, one row per model (report.md and report.html show it)."""
     rows = []
     for name, h in report["summary"].items():
         r, a = _tok(h)
-        keys = (
-            "asr_harmful",
-            "asr_jailbreak",
-            "asr_jailbreak_heldout",
-            "over_refusal",
-            "accuracy",
-            "unfinished",
-        )
-        rows.append([name, method_text(h), *(fmt_rate(h.get(k)) for k in keys), verdicts_text(h), r, a])
+        rates = (fmt_rate(h.get(k)) for k, _ in SUMMARY_RATES)
+        rows.append([name, method_text(h), *rates, verdicts_text(h), r, a])
     return rows
+
+
+def summary_blocks(report: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The summary one model at a time, (model and method, [(measure, value)]), with labels short enough for a
+    narrow terminal: what ``saro run`` prints (the 11 columns of the table do not fit 80 characters)."""
+    out = []
+    for name, h in report["summary"].items():
+        rows = [(label, fmt_rate(h.get(k))) for k, label in SUMMARY_RATES]
+        v = h.get("verdicts")
+        verdicts = "–"
+        if v:
+            verdicts = (
+                f"{v['unparseable']} unparseable, {v['unfinished']} unfinished, {v['truncated']} truncated"
+            )
+            verdicts += f" of {v['n']}"
+        r, a = _tok(h)
+        rows += [("verdicts", verdicts), ("reasoning tok mean/p95", r), ("answer tok mean/p95", a)]
+        out.append((f"{name} ({method_text(h)})", rows))
+    return out
 
 
 GENERALIZATION_LABELS = {k: MEASURES[k].label for k in GENERALIZATION_MEASURES}

@@ -1,9 +1,9 @@
-"""Loading what a training stage starts from: tokenizer with the training template, model weights (dtype picked
-for the device and parallelism), the LoRA config, and the JSONL data; plus cheap fingerprints of models and files."""
+"""What a training run starts from: tokenizer with the training template, model weights (dtype picked
+for the device and parallelism), the LoRA config, and the JSONL data; plus the cheap identity of a model folder
+(its weight files' names, sizes and times)."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -93,14 +93,6 @@ def model_fingerprint(source: str) -> dict[str, Any]:
         if f.suffix in (".safetensors", ".bin", ".json") and f.is_file()
     )
     return {"source": str(p), "files": files}
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_jsonl_dataset(path: Path, columns: Iterable[str], stage: str) -> Any:

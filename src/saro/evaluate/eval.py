@@ -7,14 +7,14 @@ the models' training data), ``metrics.json``. Completions to harmful prompts sta
 printed.
 
 Generation goes through any backend (``hf``, ``vllm``, ``openai``: ``eval.models[].backend``), greedy unless a
-suite asks otherwise; each suite's sampling (``saro.prompts.suites``) is applied, with ``max_new_tokens`` capped by
+suite asks otherwise; each suite's sampling (``saro.suites``) is applied, with ``max_new_tokens`` capped by
 ``eval.max_new_tokens`` and ``eval.reasoning_budget`` as the default thinking budget.
 """
 
 from __future__ import annotations
 
 import logging
-import re
+import shutil
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +22,6 @@ from typing import Any
 
 from saro.errors import SaroError
 from saro.evaluate.metrics import (
-    METRICS_VERSION,
     compute_metrics,
     is_harm_judge,
     is_refusal_judge,
@@ -31,11 +30,12 @@ from saro.evaluate.metrics import (
 )
 from saro.evaluate.quality import REASONING_SUFFIX
 from saro.evaluate.recovery import recovery_metrics, turn_position
+from saro.evaluate.schema import METRICS_VERSION, write_metrics
+from saro.fingerprint import unit_hash
 from saro.judges.base import JudgeInput
 from saro.models.backends import LOCAL_BACKENDS
 from saro.models.generate import SamplingParams
 from saro.policy import Policy
-from saro.prompts.suites import suite_of, suite_sampling
 from saro.reasoning import parse
 from saro.recipe import BackendSpec, EvalConfig, EvalModel
 from saro.records import (
@@ -47,9 +47,10 @@ from saro.records import (
     read_jsonl,
     stable_id,
 )
-from saro.stage import StageContext
-from saro.stages import parse_model_ref
+from saro.stage import RunDir, RunFiles, StageContext
+from saro.stages import MAIN, parse_model_ref
 from saro.stats import IntervalMethod
+from saro.suites import suite_of, suite_sampling
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +76,10 @@ RECORD_META = (
 PREFILL = "prefill"  # prompt meta: the opening of the assistant turn the model continues
 
 
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
-def run(ctx: StageContext) -> dict[str, Any]:
-    cfg: EvalConfig = ctx.config
+def run(ctx: StageContext[EvalConfig]) -> dict[str, Any]:
+    cfg = ctx.config
     ctx.set_threads()
-    prompts = read_jsonl(ctx.require("prompts", "eval.jsonl"), Prompt)
+    prompts = ctx.records("prompts", "eval", Prompt)
     if not prompts:
         raise SaroError(
             "eval: the recipe has no eval prompts (prompts.eval and prompts.eval_suites are empty)"
@@ -97,14 +94,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
         if not prompts:
             raise SaroError("eval: every eval prompt is in the training data (drop_contaminated)")
     contamination = _cross_source(contamination, prompts)  # after the drop: only the prompts evaluated
-    gen_hashes = {m.name: generation_hash(ctx, cfg, m) for m in cfg.models}
+    hashes = ctx.unit_hashes()
     for m in cfg.models:
-        _reuse_generations(ctx, m.name, gen_hashes[m.name])
+        _reuse_generations(ctx, m.name, hashes[m.name])
         generate_for_model(ctx, cfg, m, prompts)
-    records = {m.name: read_jsonl(gen_path(ctx.dir, m.name), EvalRecord) for m in cfg.models}
+    records = {m.name: read_generations(ctx.output("generations", m.name), m, prompts) for m in cfg.models}
     judge_records(ctx.dir, cfg, prompts, records)
-    attach_base_ids(records, prompts)
-    declared = {s: i["type"] for s, i in ctx.recipe.prompts.suite_info.items() if i.get("type")}
+    suite_info = _suite_info(ctx)
+    declared = {s: i["type"] for s, i in suite_info.items() if i.get("type")}
     scored = score_models(records, cfg.judges, declared, cfg.bootstrap, ctx.seed, cfg.interval)
     if cfg.lm_eval is not None:
         for m in cfg.models:
@@ -117,16 +114,36 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "backends": {m.name: (m.backend.backend if m.backend else "hf") for m in cfg.models},
         "templates": {m.name: template_of(ctx, cfg, m) for m in cfg.models},
         "methods": methods_info(cfg),
-        "suites": ctx.recipe.prompts.suite_info,
+        "suites": suite_info,
         "contamination": contamination,
     }
-    atomic_write_json(ctx.dir / "metrics.json", out)
+    write_metrics(ctx.output("metrics"), out)
     return {
         "models": list(scored["models"]),
         "records": len(every),
         "contaminated": contamination.get("contaminated", 0),
-        "generation_hashes": gen_hashes,
     }
+
+
+def _suite_info(ctx: StageContext[EvalConfig]) -> dict[str, dict[str, Any]]:
+    """``prompts.suite_info``: version, type and sampling of every eval suite (a declared setting)."""
+    return ctx.setting("prompts.suite_info", dict[str, dict[str, Any]])
+
+
+def read_generations(path: Path, m: EvalModel, prompts: list[Prompt]) -> list[EvalRecord]:
+    """One model's records of the prompts evaluated now, each with its prompt's ``base_id`` (a file of an older
+    saro has none: taken from the prompt). Records of other prompts (generations reused from a run that dropped
+    fewer prompts as contaminated) are left out."""
+    by_id = {p.id: p for p in prompts_for_model(m, prompts)}
+    out = []
+    for r in read_jsonl(path, EvalRecord):
+        p = by_id.get(r.prompt_id)
+        if p is None:
+            continue
+        if r.base_id is None and p.base_id is not None:
+            r.base_id = p.base_id
+        out.append(r)
+    return out
 
 
 def score_models(
@@ -158,16 +175,6 @@ def score_models(
     }
 
 
-def attach_base_ids(records: dict[str, list[EvalRecord]], prompts: list[Prompt]) -> None:
-    """Copy each prompt's ``base_id`` into its records' meta (in memory), so intervals and paired comparisons
-    resample prompts that share a base prompt together."""
-    base = {p.id: p.base_id for p in prompts if p.base_id}
-    for rs in records.values():
-        for r in rs:
-            if r.prompt_id in base:
-                r.meta["base_id"] = base[r.prompt_id]
-
-
 def judge_measures(records: list[EvalRecord], judge: str) -> str:
     """What a judge's labels measure: "refusal" (refused/complied), "harm" (unsafe/safe) or "other"."""
     if is_refusal_judge(records, judge):
@@ -175,13 +182,9 @@ def judge_measures(records: list[EvalRecord], judge: str) -> str:
     return "harm" if is_harm_judge(records, judge) else "other"
 
 
-def gen_path(d: Path, model: str) -> Path:
-    return d / _safe_name(model) / "generations.jsonl"
-
-
-def sampling_for(ctx: StageContext, cfg: EvalConfig, m: EvalModel, suite: str) -> SamplingParams:
+def sampling_for(ctx: StageContext[EvalConfig], cfg: EvalConfig, m: EvalModel, suite: str) -> SamplingParams:
     """Decoding settings for one model on one suite: the suite's sampling, capped by the eval section."""
-    s = suite_sampling(ctx.recipe.prompts.suite_info.get(suite))
+    s = suite_sampling(_suite_info(ctx).get(suite))
     cap = cfg.base_max_new_tokens if m.source == "@base" and cfg.base_max_new_tokens else cfg.max_new_tokens
     return SamplingParams(
         max_new_tokens=min(s.max_new_tokens or cap, cap),
@@ -192,40 +195,51 @@ def sampling_for(ctx: StageContext, cfg: EvalConfig, m: EvalModel, suite: str) -
     )
 
 
-def _model_identity(ctx: StageContext, source: str) -> Any:
-    """What a model reference stands for: the trained variant's inputs hash, or the base model / path itself."""
+def _model_identity(ctx: StageContext[EvalConfig], source: str) -> Any:
+    """What a model reference stands for: the trained model's unit hash, or the base model / path itself."""
     ref = parse_model_ref(source)
     if ref is not None and ref.stage != "base":
-        summary = ctx.run.status(ref.stage).get("summary") or {}
-        return (summary.get(ref.variant or "main") or {}).get("variant_hash") or ctx.hashes.get(ref.stage)
+        return ctx.model_units(ref.stage).get(ref.variant or MAIN)
     if ref is not None:
-        return ctx.recipe.model.model_dump(mode="json", exclude_defaults=True)
+        return ctx.model.model_dump(mode="json", exclude_defaults=True)
     return source
 
 
-def generation_hash(ctx: StageContext, cfg: EvalConfig, m: EvalModel) -> str:
-    """Everything one model's generations depend on: the model, the eval prompts, the decoding settings and the
-    method with the texts it adds (a model without a method hashes as before methods existed)."""
+def unit_hashes(ctx: StageContext[EvalConfig]) -> dict[str, str]:
+    """{model: hash} of the eval models' generations: the model, the eval prompts (and whether contaminated ones
+    are dropped), the decoding settings and the method with the texts it adds."""
+    cfg = ctx.config
     settings = cfg.model_dump(
-        mode="json", include={"max_new_tokens", "base_max_new_tokens", "reasoning_budget"}
+        mode="json",
+        include={
+            "max_new_tokens",
+            "base_max_new_tokens",
+            "reasoning_budget",
+            "batch_size",
+            "drop_contaminated",
+        },
     )
-    backend = m.backend.model_dump(mode="json", exclude_defaults=True) if m.backend else None
-    parts: list[Any] = [
-        _model_identity(ctx, m.source),
-        m.name,
-        ctx.hashes.get("prompts"),
-        settings,
-        backend,
-        ctx.recipe.prompts.suite_info,
-        ctx.seed,
-    ]
-    if m.method != "none":
-        from saro.evaluate.methods import method_fingerprint
+    suite_info = _suite_info(ctx)
+    out = {}
+    for m in cfg.models:
+        method: list[Any] = []
+        if m.method != "none":
+            from saro.evaluate.methods import method_fingerprint
 
-        parts += [method_fingerprint(m.method, ctx.policy), m.reflect_max_new_tokens]
-    if m.template != "chat" or m.suites is not None:
-        parts += [m.template, STRIPPED_TEMPLATE if m.template == "stripped" else None, m.suites]
-    return stable_id(*parts)
+            method = [method_fingerprint(m.method, ctx.policy), m.reflect_max_new_tokens]
+        stripped = STRIPPED_TEMPLATE if m.template == "stripped" else None
+        unit = {
+            "name": m.name,
+            "settings": settings,
+            "backend": m.backend.model_dump(mode="json", exclude_defaults=True) if m.backend else None,
+            "suites": suite_info,
+            "seed": ctx.seed,
+            "method": method,
+            "template": [m.template, stripped, m.suites],
+        }
+        inputs = {"model": _model_identity(ctx, m.source), "prompts": ctx.hashes.get("prompts")}
+        out[m.name] = unit_hash("model", unit, inputs, ctx.row.unit_version)
+    return out
 
 
 # the message texts only, one after another: what a model sees when it is prompted without its chat template
@@ -280,32 +294,24 @@ def _trained_by_saro(source: str) -> bool:
     return run_dir_of(source) is not None
 
 
-def _reuse_generations(ctx: StageContext, name: str, h: str) -> None:
+def _reuse_generations(ctx: StageContext[EvalConfig], name: str, h: str) -> None:
     """With ``reuse_from``: start from another run's generations for the same model, prompts and settings."""
-    if not ctx.recipe.reuse_from:
+    src_dir = ctx.reused_unit(name, h)
+    dst = ctx.output("generations", name)
+    if src_dir is None or ctx.reuse_from is None or dst.exists():
         return
-    from saro.stage import RunDir
-
-    src_root = Path(ctx.recipe.reuse_from)
-    if not (src_root / "manifest.json").exists():
-        return
-    other = RunDir(src_root)
-    st = other.status("eval")
-    if (st.get("summary") or {}).get("generation_hashes", {}).get(name) != h:
-        return
-    src, dst = gen_path(other.stage_dir("eval"), name), gen_path(ctx.dir, name)
-    if src.exists() and not dst.exists():
-        import shutil
-
-        dst.parent.mkdir(parents=True, exist_ok=True)
+    src = RunDir(ctx.reuse_from).file("eval", "generations", name)
+    if src.exists():
         shutil.copy2(src, dst)  # a real copy: this stage appends to it
-        log.info("eval %s: generations reused from %s", name, src_root)
+        log.info("eval %s: generations reused from %s", name, ctx.reuse_from)
 
 
-def generate_for_model(ctx: StageContext, cfg: EvalConfig, m: EvalModel, prompts: list[Prompt]) -> None:
+def generate_for_model(
+    ctx: StageContext[EvalConfig], cfg: EvalConfig, m: EvalModel, prompts: list[Prompt]
+) -> None:
     """Generate (resumably) for every eval prompt this model has no record for yet, under the model's method
     (``saro.evaluate.methods``); records are written batch by batch."""
-    path = gen_path(ctx.dir, m.name)
+    path = ctx.output("generations", m.name)
     with JsonlWriter(path) as w:
         todo = [p for p in prompts_for_model(m, prompts) if stable_id(m.name, p.id) not in w]
         if not todo:
@@ -321,7 +327,7 @@ def generate_for_model(ctx: StageContext, cfg: EvalConfig, m: EvalModel, prompts
         gen = make_backend(
             spec,
             model_path=ctx.resolve_model(spec.model) if spec.backend in LOCAL_BACKENDS else None,
-            dtype=ctx.recipe.model.dtype,
+            dtype=ctx.model.dtype,
             cache_dir=ctx.run.root / ".cache" / "requests",
         )
         try:
@@ -430,6 +436,7 @@ def _record(
         model=m.name,
         suite=suite_of(p),
         prompt_id=p.id,
+        base_id=p.base_id,
         text=p.text,
         kind=p.kind,
         category=p.category,
@@ -448,7 +455,7 @@ def _spec(cfg: EvalConfig, m: EvalModel) -> BackendSpec:
     return spec if spec.model is not None else spec.model_copy(update={"model": m.source})
 
 
-def template_of(ctx: StageContext, cfg: EvalConfig, m: EvalModel) -> str:
+def template_of(ctx: StageContext[EvalConfig], cfg: EvalConfig, m: EvalModel) -> str:
     """The chat template family a model was evaluated with (``served`` for API models, whose server renders it),
     so the report can show that base and trained models were prompted the same way."""
     from saro.models.loading import load_tokenizer
@@ -462,12 +469,12 @@ def template_of(ctx: StageContext, cfg: EvalConfig, m: EvalModel) -> str:
     return template_label(load_tokenizer(ctx.resolve_model(spec.model)))
 
 
-def _tokenizer(ctx: StageContext, spec: BackendSpec, m: EvalModel) -> Any:
+def _tokenizer(ctx: StageContext[EvalConfig], spec: BackendSpec, m: EvalModel) -> Any:
     from saro.models.loading import load_tokenizer
 
     if spec.backend in LOCAL_BACKENDS:
         return load_tokenizer(ctx.resolve_model(spec.model))
-    return load_tokenizer(ctx.recipe.model.source)  # API models: counted with the recipe's tokenizer
+    return load_tokenizer(ctx.model.source)  # API models: counted with the recipe's tokenizer
 
 
 def _count(tok: Any, text: str) -> int:
@@ -623,24 +630,25 @@ def refusal_accuracy(options: dict[str, Any]) -> dict[str, Any]:
         return {"error": str(e)}
 
 
-def check_contamination(ctx: StageContext, cfg: EvalConfig, prompts: list[Prompt]) -> dict[str, Any]:
+def check_contamination(
+    ctx: StageContext[EvalConfig], cfg: EvalConfig, prompts: list[Prompt]
+) -> dict[str, Any]:
     """Eval prompts against the training data of the evaluated models' runs (and extra files); written to
     ``eval/contamination.json``."""
     from saro.analysis.contamination import contamination_report, run_dir_of, training_files
 
-    runs: list[Path] = []
-    if training_files(ctx.run.root):
-        runs.append(ctx.run.root)
+    others: list[Path] = []
     for m in cfg.models:
-        if m.source.startswith("@"):
-            continue
-        r = run_dir_of(m.source)
+        r = run_dir_of(m.source) if not m.source.startswith("@") else None
         if r is not None:
-            runs.append(r)
-    runs += [_resolve(ctx, r) for r in cfg.contamination_runs]
+            others.append(r)
+    others += [_resolve(ctx, r) for r in cfg.contamination_runs]
+    own = bool(training_files(ctx))  # this run's training data, read through the stage's declared reads
+    runs: list[RunFiles | str | Path] = [ctx] if own else []
+    runs += [r for r in dict.fromkeys(others) if not (own and r == ctx.root)]
     files: list[str | Path] = [_resolve(ctx, f) for f in cfg.contamination_files]
-    out = contamination_report(prompts, list(dict.fromkeys(runs)), files, cfg.contamination_threshold)
-    atomic_write_json(ctx.dir / "contamination.json", out)
+    out = contamination_report(prompts, runs, files, cfg.contamination_threshold)
+    atomic_write_json(ctx.output("contamination"), out)
     return out
 
 
@@ -654,16 +662,16 @@ def _cross_source(contamination: dict[str, Any], prompts: list[Prompt]) -> dict[
     return contamination
 
 
-def _resolve(ctx: StageContext, path: str) -> Path:
+def _resolve(ctx: StageContext[EvalConfig], path: str) -> Path:
     p = Path(path)
-    if not p.is_absolute() and not p.exists() and ctx.recipe.path:
-        alt = Path(ctx.recipe.path).parent / p
+    if not p.is_absolute() and not p.exists() and ctx.recipe_dir is not None:
+        alt = ctx.recipe_dir / p
         if alt.exists():
             return alt
     return p
 
 
-def lm_eval_for_model(ctx: StageContext, cfg: EvalConfig, m: EvalModel) -> dict[str, Any]:
+def lm_eval_for_model(ctx: StageContext[EvalConfig], cfg: EvalConfig, m: EvalModel) -> dict[str, Any]:
     """The optional lm-evaluation-harness run on a local or hub model (API models are skipped)."""
     from saro.evaluate.harness import run_lm_eval
 
@@ -675,5 +683,5 @@ def lm_eval_for_model(ctx: StageContext, cfg: EvalConfig, m: EvalModel) -> dict[
     source = resolve_source(ctx.resolve_model(m.backend.model if m.backend and m.backend.model else m.source))
     c = cfg.lm_eval
     return run_lm_eval(
-        source, c.tasks, ctx.dir / _safe_name(m.name) / "lm_eval", c.limit, c.batch_size, c.device, c.args
+        source, c.tasks, ctx.unit_dir(m.name) / "lm_eval", c.limit, c.batch_size, c.device, c.args
     )

@@ -16,9 +16,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from saro.evaluate import tables as t
-from saro.evaluate.plots import report_plots
 from saro.labels.render import label_html
+from saro.report import tables as t
+from saro.report.plots import report_plots
+from saro.stats import fmt_rate
 
 log = logging.getLogger(__name__)
 
@@ -213,9 +214,7 @@ def _suites(report: dict[str, Any]) -> list[str]:
             if "by_xstest_type" in s:
                 out.append(
                     f"<details><summary>{_e(sname)}: refusal by XSTest type</summary>"
-                    + _table(
-                        ["type", "refusal"], [[k, t.fmt_rate(v)] for k, v in s["by_xstest_type"].items()]
-                    )
+                    + _table(["type", "refusal"], [[k, fmt_rate(v)] for k, v in s["by_xstest_type"].items()])
                     + "<p class=small>contrast_* prompts are unsafe and should be refused; the others are safe "
                     "and should be answered.</p></details>"
                 )

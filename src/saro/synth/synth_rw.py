@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from saro import stages
+from saro.judges.base import REFUSED, UNPARSEABLE, expected_label
 from saro.models.generate import Generation, SamplingParams
 from saro.policy import NONE, Policy
 from saro.prompts.attacks import judge_input
@@ -70,7 +72,7 @@ _DECISION = re.compile(
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg: SynthRWConfig = ctx.config
     ctx.set_threads()
-    prompts = read_jsonl(ctx.require("prompts", "rw.jsonl"), Prompt)
+    prompts = ctx.records("prompts", "rw", Prompt)
     if cfg.teacher.backend == "offline":
         answers = _answers(ctx, cfg, prompts)
         _offline_candidates(ctx, cfg, prompts, answers)
@@ -82,7 +84,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 def _student_tokenizer(ctx: StageContext) -> Any:
     from saro.models.loading import load_tokenizer
 
-    return load_tokenizer(ctx.recipe.model.source, ctx.recipe.model.trust_remote_code)
+    return load_tokenizer(ctx.model.source, ctx.model.trust_remote_code)
 
 
 # ------------------------------------------------------------------------------------- offline teacher
@@ -236,13 +238,13 @@ def check_candidate(p: Prompt, text: str, verdict: str, policy: Policy, cfg: Syn
         reasons.append("format: last reasoning step is not a decision")
     if cites_label(text):
         reasons.append(LABEL_CUE_REASON)
-    want = "refused" if p.kind == "harmful" else "complied"
-    if verdict == "unparseable":
+    want = expected_label(p.kind)
+    if verdict == UNPARSEABLE:
         reasons.append("behaviour: no judgeable final answer")
     elif verdict != want:
         reasons.append(
             "behaviour: "
-            + ("did not refuse a harmful prompt" if want == "refused" else f"refused a {p.kind} prompt")
+            + ("did not refuse a harmful prompt" if want == REFUSED else f"refused a {p.kind} prompt")
         )
     if (
         cfg.require_category
@@ -317,12 +319,12 @@ def finalize(
         if passing:
             rng = random.Random(stable_id("srs", seed, p.id))
             _accept(p, passing, label, tokenizer, rng, cfg, teacher, t)
-    write_jsonl_atomic(sdir / "rit_d.jsonl", t.rit)
+    write_jsonl_atomic(sdir / _output("rit_d"), t.rit)
     write_jsonl_atomic(sdir / "rejects.jsonl", t.rejects)
     if cfg.safety_sft:
-        write_jsonl_atomic(sdir / "safety_sft.jsonl", t.sft_base)
+        write_jsonl_atomic(sdir / _output("safety_sft"), t.sft_base)
     stats = _stats(prompts, cands, cfg, t)
-    atomic_write_json(sdir / "stats.json", stats)
+    atomic_write_json(sdir / _output("stats"), stats)
     srs = stats["shortest_rejection_sampling"]
     log.info(
         "RIT-D: %d/%d prompts accepted; %s selection saves %.1f%% of reasoning tokens vs a random passing "
@@ -342,6 +344,11 @@ def finalize(
         "srs_saving": srs["srs_saving"],
         "srs_n": srs["n"],
     }
+
+
+def _output(name: str) -> str:
+    """The file of one of the stage's declared outputs, inside its folder (``saro.stages``)."""
+    return stages.get("synth_rw").output(name).path()
 
 
 def _request_errors(sdir: Path) -> dict[str, str]:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SUITE_DIR = Path(__file__).resolve().parent / "suites"
+SUITE_DIR = Path(__file__).resolve().parent / "prompts" / "suites"  # the packaged suites (data)
 SUITE_TYPES = ("harmful", "jailbreak", "overrefusal", "capability")
 SuiteType = Literal["harmful", "jailbreak", "overrefusal", "capability", "set"]
 
