@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from saro.judges import JudgeInput
-from saro.judges.refusal import REFUSED, RefusalJudge
+from saro.judges.base import REFUSED
+from saro.judges.refusal import RefusalJudge
 from saro.stats import wilson
 
 DEFAULT = (
