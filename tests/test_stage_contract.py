@@ -161,7 +161,8 @@ def test_the_report_writes_in_its_folder_and_links_the_run_level_files(quick_run
 def test_status_shows_the_units_and_a_changed_eval_model_keeps_the_others(quick_run, tmp_path):
     recipe, run = quick_run["recipe"], quick_run["run"]
     assert unit_status(recipe, run, "eval") == [(m.name, "done") for m in recipe.eval.models]
-    assert unit_status(recipe, run, "train_sft") == [("main", "done")]
+    variants = ["main", *(recipe.train_sft.variants or {})]  # the demo's SafetySFT variant too
+    assert unit_status(recipe, run, "train_sft") == [(v, "done") for v in variants]
     data = recipe.model_dump(mode="json")
     data["eval"]["models"].append({"name": "rw-again", "source": "@train_sft", "suites": ["advbench"]})
     changed = validate_recipe(data)
