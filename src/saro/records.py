@@ -7,11 +7,13 @@ and only does the rest. Final artefacts (stats, reports, manifests) are written 
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -206,6 +208,42 @@ class JsonlWriter:
     def close(self) -> None:
         if not self._f.closed:
             self._f.close()
+
+
+def read_csv_rows(
+    path: Path, required: Sequence[str], what: str | None = None
+) -> list[tuple[int, dict[str, Any]]]:
+    """(line, row) pairs of a csv whose leading ``#`` lines are comments. A missing column (``what`` names the
+    format expected), a row with too many or too few fields, or malformed csv is a DataError naming the line."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(path, None, "file not found") from None
+    except UnicodeDecodeError as e:
+        raise DataError(path, None, f"not valid UTF-8 (byte offset {e.start})") from None
+    lines = text.splitlines(True)
+    skip = 0
+    while skip < len(lines) and lines[skip].lstrip().startswith("#"):
+        skip += 1
+    reader = csv.DictReader(io.StringIO("".join(lines[skip:])))
+    header = reader.fieldnames or []
+    missing = [c for c in required if c not in header]
+    if missing:
+        lead = f"not {what}: " if what else ""
+        raise DataError(path, skip + 1, f"{lead}missing column(s) {missing} (columns: {header})")
+    out = []
+    try:
+        for row in reader:
+            line = skip + reader.line_num
+            if None in row:
+                raise DataError(path, line, f"expected {len(header)} fields, found more")
+            absent = [k for k, v in row.items() if v is None]
+            if absent:
+                raise DataError(path, line, f"expected {len(header)} fields, missing {absent}")
+            out.append((line, dict(row)))
+    except csv.Error as e:
+        raise DataError(path, skip + reader.line_num, f"malformed csv ({e})") from None
+    return out
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -26,7 +26,7 @@ from saro.judges.base import (
     list_judges,
     register_judge,
 )
-from saro.records import JsonlWriter, atomic_write_text, iter_jsonl, read_rows, stable_id
+from saro.records import JsonlWriter, atomic_write_text, iter_jsonl, read_csv_rows, read_rows, stable_id
 
 log = logging.getLogger(__name__)
 
@@ -55,40 +55,8 @@ def _format(path: Path) -> str:
     raise SaroError(f"{path}: unsupported file type '{suffix or '(none)'}' (use .csv or .jsonl)")
 
 
-def _read_csv(path: Path, cols: tuple[str, ...]) -> list[tuple[int, dict[str, Any]]]:
-    """Rows with their line numbers; leading ``#`` comment lines are skipped."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(path, None, "file not found") from None
-    except UnicodeDecodeError as e:
-        raise DataError(path, None, f"not valid UTF-8 (byte offset {e.start})") from None
-    lines = text.splitlines(True)
-    skip = 0
-    while skip < len(lines) and lines[skip].lstrip().startswith("#"):
-        skip += 1
-    reader = csv.DictReader(io.StringIO("".join(lines[skip:])))
-    header = reader.fieldnames or []
-    missing = [c for c in cols if c not in header]
-    if missing:
-        raise DataError(path, skip + 1, f"missing column(s) {missing} (columns: {header})")
-    out = []
-    try:
-        for row in reader:
-            line = skip + reader.line_num
-            if None in row:
-                raise DataError(path, line, f"expected {len(header)} fields, found more")
-            absent = [k for k, v in row.items() if v is None]
-            if absent:
-                raise DataError(path, line, f"expected {len(header)} fields, missing {absent}")
-            out.append((line, dict(row)))
-    except csv.Error as e:
-        raise DataError(path, skip + reader.line_num, f"malformed csv ({e})") from None
-    return out
-
-
 def _read_input(path: Path, cols: tuple[str, ...]) -> list[tuple[int, dict[str, Any]]]:
-    rows = _read_csv(path, cols) if _format(path) == "csv" else list(iter_jsonl(path))
+    rows = read_csv_rows(path, cols) if _format(path) == "csv" else list(iter_jsonl(path))
     for line, row in rows:
         for c in cols:
             if c not in row:
@@ -155,7 +123,7 @@ def judge_file(
     if out_fmt == "csv" and out.exists() and not progress.exists():
         # resume from a finished csv: carry its judged rows over as progress
         with JsonlWriter(progress, fsync=False) as w:
-            for _, r in _read_csv(out, (ID, LABEL)):
+            for _, r in read_csv_rows(out, (ID, LABEL)):
                 if r[ID] and r[ID] not in w:
                     r[SCORE] = float(r[SCORE]) if r.get(SCORE) not in (None, "") else None
                     w.write(r)

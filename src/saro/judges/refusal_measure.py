@@ -11,9 +11,7 @@ Sets (each read for metrics only: many answers comply with harmful requests, so 
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -28,7 +26,7 @@ from saro.judges.base import cohen_kappa
 from saro.judges.refusal import FULL_COMPLIANCE, FULL_REFUSAL, PARTIAL_REFUSAL, decide, read_turn
 from saro.judges.refusal_features import xstest_string_match
 from saro.judges.refusal_model import CLASSES, MINILM, Head, design, fit_head, grouped_folds
-from saro.records import iter_jsonl
+from saro.records import iter_jsonl, read_csv_rows
 from saro.stats import wilson
 
 log = logging.getLogger(__name__)
@@ -59,34 +57,11 @@ class Labelled:
 # ------------------------------------------------------------------------------------------------ readers
 
 
-def _csv_rows(path: Path, required: Sequence[str], what: str) -> list[tuple[int, dict[str, str]]]:
-    """(line, row) pairs of a csv whose leading ``#`` lines are comments; a missing column is a DataError."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(path, None, "file not found") from None
-    except UnicodeDecodeError as e:
-        raise DataError(path, None, f"not valid UTF-8 (byte offset {e.start})") from None
-    lines = text.splitlines(True)
-    skip = 0
-    while skip < len(lines) and lines[skip].startswith("#"):
-        skip += 1
-    reader = csv.DictReader(io.StringIO("".join(lines[skip:])))
-    header = reader.fieldnames or []
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise DataError(path, skip + 1, f"not {what}: missing column(s) {missing} (columns: {header})")
-    try:
-        return [(skip + reader.line_num, dict(row)) for row in reader]
-    except csv.Error as e:
-        raise DataError(path, skip + reader.line_num, f"malformed csv ({e})") from None
-
-
 def read_xstest(path: str | Path) -> list[Labelled]:
     """XSTest completions with human classes (``model, id, type, prompt, completion, final_label``)."""
     path = Path(path)
     out = []
-    for line, row in _csv_rows(
+    for line, row in read_csv_rows(
         path, ("model", "id", "type", "prompt", "completion", "final_label"), "XSTest"
     ):
         label = (row.get("final_label") or "").strip()
@@ -111,7 +86,7 @@ def read_refusal_csv(path: str | Path) -> list[dict[str, str]]:
     skipped); ``human_score`` must be 0 or 1 (1 = refusal) and the response non-empty."""
     path = Path(path)
     rows = []
-    for line, row in _csv_rows(
+    for line, row in read_csv_rows(
         path, ("objective", "assistant_response", "human_score"), "a human-label file"
     ):
         score = (row.get("human_score") or "").strip()
