@@ -5,6 +5,7 @@ length checks, accelerate configs and the model card. Kept to a few steps each (
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
 from pathlib import Path
@@ -210,22 +211,26 @@ def test_config_cpu_defaults_and_yaml_numbers() -> None:
 
 
 def test_sft_learns_and_resumes_after_interruption(
-    tiny_model_dir: Path, data: dict[str, Path], tmp_path: Path
+    tiny_model_dir: Path, data: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from saro.train.config import build_sft_config
     from saro.train.sft import train_sft
 
+    caplog.set_level(logging.INFO, logger="saro.train.batching")
     out = tmp_path / "sft"
-    cfg = build_sft_config(_sft_section(tiny_model_dir), str(out))
+    cfg = build_sft_config(_sft_section(tiny_model_dir, length_grouping=True), str(out))
     with pytest.raises(_Interrupt):
         train_sft(cfg, data["sft"], callbacks=[_interrupt_after(5)])
     assert (out / "checkpoint-4").is_dir() and not (out / "final").exists()
+    assert "length-grouped batches of 4" in caplog.text  # length_grouping reached the sampler
     assert (out / "audit.json").is_file() and json.loads((out / "audit.json").read_text())["ok"]
     (out / "checkpoint-6").mkdir()  # a checkpoint a kill left half-written: must be ignored and removed
 
-    summary = train_sft(build_sft_config(_sft_section(tiny_model_dir), str(out)), data["sft"])
+    summary = train_sft(
+        build_sft_config(_sft_section(tiny_model_dir, length_grouping=True), str(out)), data["sft"]
+    )
     assert summary["resumed_from"] == "checkpoint-4" and summary["global_step"] == 6
     assert not summary["skipped"] and summary["audit"]["mask"]["reasoning_in_mask"] > 0
     rows = _metrics(out)
@@ -242,13 +247,17 @@ def test_sft_learns_and_resumes_after_interruption(
     tok = AutoTokenizer.from_pretrained(final)
     assert "{% generation %}" in tok.chat_template.replace("{%- generation %}", "{% generation %}")
     AutoModelForCausalLM.from_pretrained(final)
-    again = train_sft(build_sft_config(_sft_section(tiny_model_dir), str(out)), data["sft"])
+    again = train_sft(
+        build_sft_config(_sft_section(tiny_model_dir, length_grouping=True), str(out)), data["sft"]
+    )
     assert again["skipped"] and again["global_step"] == 6
 
     # Killed while final/ was being written (the old one moved aside, the new one not yet renamed in):
     # the stage resumes from the last checkpoint, trains nothing more and writes final/ again.
     (out / "final").rename(out / ".tmp-final")
-    redo = train_sft(build_sft_config(_sft_section(tiny_model_dir), str(out)), data["sft"])
+    redo = train_sft(
+        build_sft_config(_sft_section(tiny_model_dir, length_grouping=True), str(out)), data["sft"]
+    )
     assert not redo["skipped"] and redo["resumed_from"] == "checkpoint-6" and redo["global_step"] == 6
     assert (out / "final" / "saro_train.json").is_file() and not (out / ".tmp-final").exists()
 
@@ -338,23 +347,27 @@ def _dpo_section(model_dir: Path, **kw: Any) -> dict[str, Any]:
 
 
 def test_dpo_learns_stores_ref_logps_and_resumes(
-    tiny_model_dir: Path, data: dict[str, Path], tmp_path: Path
+    tiny_model_dir: Path, data: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from saro.train.config import build_dpo_config
     from saro.train.dpo import train_dpo
 
+    caplog.set_level(logging.INFO, logger="saro.train.batching")
     out = tmp_path / "dpo"
     with pytest.raises(_Interrupt):
         train_dpo(
-            build_dpo_config(_dpo_section(tiny_model_dir), str(out)),
+            build_dpo_config(_dpo_section(tiny_model_dir, length_grouping=True), str(out)),
             data["dpo"],
             callbacks=[_interrupt_after(3)],
         )
     assert (out / "checkpoint-2").is_dir() and not (out / "final").exists()
+    assert "length-grouped batches of 4" in caplog.text  # length_grouping reached the sampler
     ref = [json.loads(x) for x in (out / "ref_logps.jsonl").read_text().splitlines()]
     assert len(ref) == 24 and {r["id"] for r in ref} == {f"p{i}" for i in range(24)}
 
-    summary = train_dpo(build_dpo_config(_dpo_section(tiny_model_dir), str(out)), data["dpo"])
+    summary = train_dpo(
+        build_dpo_config(_dpo_section(tiny_model_dir, length_grouping=True), str(out)), data["dpo"]
+    )
     assert summary["resumed_from"] == "checkpoint-2" and summary["global_step"] == 6
     assert summary["ref_logps_cached"]  # the resume did not recompute the reference pass
     rows = [r for r in _metrics(out) if "rewards/margins" in r]
@@ -377,7 +390,9 @@ def test_dpo_learns_stores_ref_logps_and_resumes(
     # Killed during the final save: finished from the last checkpoint, without an extra step.
     margins = summary["rewards/margins"]
     shutil.rmtree(out / "final")
-    redo = train_dpo(build_dpo_config(_dpo_section(tiny_model_dir), str(out)), data["dpo"])
+    redo = train_dpo(
+        build_dpo_config(_dpo_section(tiny_model_dir, length_grouping=True), str(out)), data["dpo"]
+    )
     assert (
         redo["resumed_from"] == "checkpoint-6"
         and redo["global_step"] == 6

@@ -101,6 +101,13 @@ class _SaroFields:
         default=0, metadata={"help": "Generate on sample_prompts every N optimizer steps (0 = off)."}
     )
     sample_max_new_tokens: int = field(default=256, metadata={"help": "Token limit for sample generations."})
+    length_grouping: bool = field(
+        default=False,
+        metadata={
+            "help": "Batches of rows of similar length (less padding), trained in a seeded random order "
+            "(saro.train.batching)."
+        },
+    )
 
     def _saro_post_init(self) -> None:
         """Resolve environment-dependent defaults before TRL/transformers validate the config."""
@@ -144,6 +151,11 @@ class _SaroFields:
             raise ValueError("sample_every_steps must be >= 0")
         if self.lora_r <= 0:
             raise ValueError("lora_r must be > 0")
+        if self.length_grouping and (
+            getattr(args, "train_sampling_strategy", "random") != "random"
+            or getattr(args, "group_by_length", False)
+        ):
+            raise ValueError("length_grouping replaces train_sampling_strategy: set only one of them")
 
 
 @dataclass

@@ -28,7 +28,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from saro.errors import SaroError
 from saro.fingerprint import file_digest, unit_hash
 from saro.records import CHOSEN, PROMPT, REJECTED, atomic_write_text
-from saro.train import checkpoints, dist, results, save, start
+from saro.train import batching, checkpoints, dist, results, save, start
 from saro.train.audit import audit_dpo, common_prefix
 from saro.train.callbacks import stage_callbacks
 from saro.train.config import UNPAIRED_LOSS_TYPES, SaroDPOConfig
@@ -106,6 +106,18 @@ class _SaroDPOTrainer(DPOTrainer):
         elif self.saro_mask_sft:
             log.warning("train_dpo: custom data collator; the sft term trains the shared prefix too")
             self.saro_mask_sft = False
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """Length-grouped batches in a shuffled order when the config sets ``length_grouping``; a pair's length
+        is its prompt plus the longer completion (the collator pads chosen and rejected to one length)."""
+        ds = self.train_dataset if train_dataset is None else train_dataset
+        if not getattr(self.args, "length_grouping", False) or "prompt_ids" not in ds.column_names:
+            return super()._get_train_sampler(train_dataset)
+        lengths = [
+            len(p) + max(len(c), len(r))
+            for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"], strict=True)
+        ]
+        return batching.train_sampler(self.args, lengths)
 
     def compute_ref_log_probs(self, model: Any, inputs: dict[str, Any]) -> Any:
         return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != SFT_MASK})

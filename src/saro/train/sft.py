@@ -11,13 +11,25 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from trl import SFTTrainer
+
 from saro.records import MESSAGES
-from saro.train import checkpoints, results, save, start
+from saro.train import batching, checkpoints, results, save, start
 from saro.train.audit import audit_sft
 from saro.train.callbacks import stage_callbacks
 from saro.train.config import SaroSFTConfig
 
 log = logging.getLogger(__name__)
+
+
+class _SaroSFTTrainer(SFTTrainer):
+    """SFTTrainer with length-grouped batches in a shuffled order when the config sets ``length_grouping``."""
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        ds = self.train_dataset if train_dataset is None else train_dataset
+        if not getattr(self.args, "length_grouping", False) or "input_ids" not in ds.column_names:
+            return super()._get_train_sampler(train_dataset)
+        return batching.train_sampler(self.args, [len(x) for x in ds["input_ids"]])
 
 
 def train_sft(
@@ -32,8 +44,6 @@ def train_sft(
     Writes ``audit.json``, ``metrics.jsonl`` (every log), ``metrics.json`` (summary + log history) and, last and
     atomically, ``final/`` (model + tokenizer with the training template; LoRA merged unless ``merge_lora`` is off).
     """
-    from trl import SFTTrainer
-
     assert cfg.output_dir is not None  # TrainingArguments.__post_init__ defaults it
     out = Path(cfg.output_dir)
     tok, template, eot = start.load_training_tokenizer(cfg)
@@ -59,7 +69,7 @@ def train_sft(
         summary, history = checkpoints.summary_from_checkpoint(resume, "sft", cfg.world_size)
         source = resume
     else:
-        trainer = SFTTrainer(
+        trainer = _SaroSFTTrainer(
             model=start.load_training_model(cfg),
             args=cfg,
             train_dataset=train_ds,
