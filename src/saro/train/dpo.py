@@ -110,7 +110,7 @@ class _SaroDPOTrainer(DPOTrainer):
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         """Length-grouped batches in a shuffled order when the config sets ``length_grouping``; a pair's length
         is its prompt plus the longer completion (the collator pads chosen and rejected to one length)."""
-        ds = self.train_dataset if train_dataset is None else train_dataset
+        ds: Any = self.train_dataset if train_dataset is None else train_dataset
         if not getattr(self.args, "length_grouping", False) or "prompt_ids" not in ds.column_names:
             return super()._get_train_sampler(train_dataset)
         lengths = [

@@ -26,7 +26,7 @@ class _SaroSFTTrainer(SFTTrainer):
     """SFTTrainer with length-grouped batches in a shuffled order when the config sets ``length_grouping``."""
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-        ds = self.train_dataset if train_dataset is None else train_dataset
+        ds: Any = self.train_dataset if train_dataset is None else train_dataset
         if not getattr(self.args, "length_grouping", False) or "input_ids" not in ds.column_names:
             return super()._get_train_sampler(train_dataset)
         return batching.train_sampler(self.args, [len(x) for x in ds["input_ids"]])
