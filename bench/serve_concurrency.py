@@ -1,21 +1,25 @@
 """Throughput of ``saro serve`` with 8 concurrent clients versus one client at a time.
 
-Starts the server in a subprocess on a free loopback port (a tiny random Llama with the real SmolLM2 tokenizer by
-default; ``--model embedded`` or a folder for a real one) on ``--backend`` (ct2 by default, the CPU engine; hf for
+Starts the server in a subprocess on a free loopback port (the embedded SmolLM2-135M-Instruct by default; ``tiny``
+for a random Llama with the real tokenizer, or a folder) on ``--backend`` (ct2 by default, the CPU engine; hf for
 transformers), sends the same N greedy requests with a fixed ``max_tokens`` first one at a time, then from
 ``--clients`` concurrent clients, and prints both throughputs (generated tokens per second). The last line is
 ``ratio <x>``: concurrent over sequential throughput. The gain comes from the server's request queue, which runs
 waiting requests as one batch.
 
-The ratio is bounded by how much more a batch of 8 costs than a single request: on the CPU, little for a decode
-step that is bound by reading the weights (CTranslate2's packed GEMMs), more for transformers, whose per-step
-overhead and float32 output layer grow with the batch (a batch of 8 cost 2.2-3.5 times one request there). The
-server runs with one thread by default (``--threads``): on a shared 2-core machine more threads collapse under
-load.
+The line before it measures the engine alone, in this process, on the same prompts: one at a time, then in batches
+of ``--clients``. That ratio bounds the server's. It is set by two things: how much more a batch costs per step
+than one row (on 1 thread a 135M model's batch of 8 is compute-bound: 3.4x one row when every row runs the full
+``max_tokens``, measured with CTranslate2 directly), and static batching: a batch runs until its longest row
+ends, so rows that stop early at end-of-turn leave it narrower (2.4x with a real model's answers of varying
+length). Going past that needs rows to join a running batch (continuous batching, as vLLM does on a GPU), which
+CTranslate2's ``generate_batch`` does not offer. With ``tiny`` (thousands of tokens/s) the HTTP round trip
+dominates and the ratio measures the server's overhead instead. The server runs with one thread by default
+(``--threads``): on a shared 2-core machine more threads collapse under load.
 
-    python bench/serve_concurrency.py                       # tiny model on ct2
+    python bench/serve_concurrency.py                       # the embedded model on ct2
     python bench/serve_concurrency.py --backend hf          # the same on transformers
-    python bench/serve_concurrency.py --model embedded --requests 16
+    python bench/serve_concurrency.py --model tiny --requests 64
 """
 
 from __future__ import annotations
@@ -105,12 +109,45 @@ def run(url: str, prompts: list[str], clients: int, max_tokens: int) -> tuple[fl
     return elapsed, tokens[0]
 
 
+def engine_alone(model: str, prompts: list[str], args: argparse.Namespace) -> tuple[float, float]:
+    """The engine without the server, in this process with the server's threads: the same prompts one at a time,
+    then in batches of ``clients`` (what the server runs when every client waits); (tokens/s, tokens/s).
+
+    A batch runs until its longest row ends, so rows that stop early at end-of-turn leave the batch narrower for
+    the rest of its steps: this ratio, not the server, is what bounds the concurrent one."""
+    import torch
+
+    from saro.models.backends import local_generator
+    from saro.models.generate import SamplingParams
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    gen = local_generator(model, backend=args.backend, batch_size=args.max_batch_size, dtype=args.dtype)
+    convs = [[{"role": "user", "content": p}] for p in prompts]
+    params = SamplingParams(max_new_tokens=args.max_tokens)
+
+    def rate(size: int) -> float:
+        t0, tokens = time.perf_counter(), 0
+        for i in range(0, len(convs), size):
+            out = gen.generate_rows(convs[i : i + size], [params] * len(convs[i : i + size]))
+            tokens += sum(g[0].tokens for g in out)
+        return tokens / (time.perf_counter() - t0)
+
+    rate(args.clients)  # warm up
+    try:
+        return rate(1), rate(args.clients)
+    finally:
+        gen.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
-        "--model", default="tiny", help="'tiny' (random, built here), 'embedded', or a model folder"
+        "--model",
+        default="embedded",
+        help="'embedded' (SmolLM2-135M-Instruct), 'tiny' (random, built here: HTTP overhead dominates), or a folder",
     )
-    ap.add_argument("--requests", type=int, default=64, help="requests per phase")
+    ap.add_argument("--requests", type=int, default=32, help="requests per phase")
     ap.add_argument("--clients", type=int, default=8, help="concurrent clients in the second phase")
     ap.add_argument("--max-tokens", type=int, default=64, help="max_tokens of every request (greedy)")
     ap.add_argument("--max-batch-size", type=int, default=8)
@@ -143,6 +180,7 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(30)
+        alone = engine_alone(model, prompts, args)
     seq, con = tok_seq / t_seq, tok_con / t_con
     print(
         f"model {args.model} on {args.backend} ({args.dtype if args.backend == 'hf' else 'float32'}), "
@@ -151,6 +189,10 @@ def main() -> None:
     print(f"one at a time:      {t_seq:6.2f} s  {args.requests / t_seq:7.2f} req/s  {seq:8.1f} tokens/s")
     print(
         f"{args.clients} concurrent clients: {t_con:6.2f} s  {args.requests / t_con:7.2f} req/s  {con:8.1f} tokens/s"
+    )
+    print(
+        f"engine alone, same prompts one at a time: {alone[0]:8.1f} tokens/s; in batches of {args.clients}: "
+        f"{alone[1]:8.1f} tokens/s; ratio {alone[1] / alone[0]:.2f} (the bound on the server's)"
     )
     print(f"ratio {con / seq:.2f}")
 
