@@ -166,6 +166,10 @@ def test_config_bad_values_are_one_line_errors() -> None:
         ({"use_lora": "yes"}, "'use_lora' must be true/false"),
         ({"lr_scheduler_type": "zigzag"}, "invalid setting"),
         ({"max_truncated_share": 1.5}, "max_truncated_share"),
+        (
+            {"length_grouping": True, "train_sampling_strategy": "group_by_length"},
+            "length_grouping replaces train_sampling_strategy",
+        ),
     ]:
         with pytest.raises(SaroError, match=pattern) as e:
             build_sft_config(section, "/tmp/x")
